@@ -1,0 +1,187 @@
+// Reverse-mode autograd over a tape. Each op records a Node with its inputs and a backward rule
+// written next to its forward (engine/ops/*). Saved tensors are shared handles on the forward's
+// storage, freed when the node is released: after backward(), or by tidy() when nothing returned
+// can reach the node.
+
+import { GraphPiece, keep, trackNode } from './scope.js';
+import { GradNode, Tensor } from './tensor.js';
+
+let gradEnabled = true;
+
+export function isGradEnabled(): boolean {
+  return gradEnabled;
+}
+
+/** Runs fn without recording a graph (inference, optimizer updates, gradient math). */
+export function noGrad<T>(fn: () => T): T {
+  const prev = gradEnabled;
+  gradEnabled = false;
+  try {
+    return fn();
+  } finally {
+    gradEnabled = prev;
+  }
+}
+
+/** Backward rule: receives the output's gradient, returns one gradient (or null) per input. */
+export type BackwardRule = (grad: Tensor) => (Tensor | null)[];
+
+export class Node implements GradNode, GraphPiece {
+  private released = false;
+  constructor(
+    readonly op: string,
+    readonly inputs: readonly Tensor[],
+    private readonly rule: BackwardRule,
+    private readonly saved: Tensor[],
+  ) {}
+
+  *parents(): Iterable<GraphPiece> {
+    for (const t of this.inputs) if (t.node) yield t.node as Node;
+  }
+
+  run(grad: Tensor): (Tensor | null)[] {
+    if (this.released) throw new Error(`backward through ${this.op}: this part of the graph was already released (by an earlier backward() or by tidy()); pass {retainGraph: true} to backward twice`);
+    return this.rule(grad);
+  }
+
+  release(): void {
+    if (this.released) return;
+    this.released = true;
+    for (const t of this.saved) t.dispose();
+    this.saved.length = 0;
+  }
+}
+
+/** Does this op need a graph node? */
+export function needsGrad(inputs: readonly Tensor[]): boolean {
+  return gradEnabled && inputs.some((t) => t.requiresGrad);
+}
+
+/**
+ * Attaches a node to `out` if any input requires a gradient. `save` lists tensors the rule
+ * reads; they are kept alive (as shared handles) until the node is released. The rule receives
+ * those handles in the same order.
+ */
+export function record(op: string, inputs: readonly Tensor[], out: Tensor, save: readonly Tensor[], rule: (grad: Tensor, saved: Tensor[]) => (Tensor | null)[]): Tensor {
+  if (!needsGrad(inputs)) return out;
+  const handles = save.map((t) => keep(new Tensor(t.device, t.shape, t.dtype, t.storageRef(op))));
+  const node = new Node(op, inputs, (g) => rule(g, handles), handles);
+  out.requiresGrad = true;
+  out.node = node;
+  trackNode(node);
+  return out;
+}
+
+// Gradient arithmetic is injected by ops/index.ts to avoid an import cycle.
+export interface GradMath {
+  add(a: Tensor, b: Tensor): Tensor;
+  /** Always a new tensor, even when the dtype is unchanged. */
+  cast(a: Tensor, dtype: 'f32' | 'f16'): Tensor;
+  ones(shape: readonly number[], dtype: 'f32' | 'f16', device: Tensor['device']): Tensor;
+}
+let math: GradMath | null = null;
+export function setGradMath(m: GradMath): void {
+  math = m;
+}
+
+export interface BackwardOptions {
+  /** Gradient of the output (default: ones, which requires a one-element output). */
+  grad?: Tensor;
+  /** Keep the graph for another backward() (default false: saved tensors are freed). */
+  retainGraph?: boolean;
+}
+
+/**
+ * Accumulates d(output)/d(leaf) into leaf.grad for every leaf that requires a gradient.
+ * Leaf gradients are f32 whatever the leaf's dtype.
+ */
+export function backward(output: Tensor, opts: BackwardOptions = {}): void {
+  const m = math;
+  if (!m) throw new Error('backward: engine ops not loaded');
+  if (!output.requiresGrad) throw new Error(`backward: output ${output.describe()} does not require a gradient (no input had requiresGrad, or it was computed under noGrad)`);
+  if (!opts.grad && output.size !== 1) throw new Error(`backward: output ${output.describe()} is not a scalar; pass {grad} of the same shape`);
+  if (opts.grad && opts.grad.shape.join() !== output.shape.join()) throw new Error(`backward: grad ${opts.grad.describe()} does not match output ${output.describe()}`);
+
+  // Topological order of tensors reachable through nodes.
+  const order: Tensor[] = [];
+  const visited = new Set<Tensor>();
+  const visit = (root: Tensor) => {
+    const stack: [Tensor, number][] = [[root, 0]];
+    while (stack.length) {
+      const top = stack[stack.length - 1];
+      const [t, i] = top;
+      const node = t.node as Node | null;
+      if (i === 0) {
+        if (visited.has(t)) { stack.pop(); continue; }
+        visited.add(t);
+      }
+      if (node && i < node.inputs.length) {
+        top[1]++;
+        const child = node.inputs[i];
+        if (child.requiresGrad && !visited.has(child)) stack.push([child, 0]);
+      } else {
+        stack.pop();
+        order.push(t);
+      }
+    }
+  };
+  visit(output);
+
+  noGrad(() => {
+    const grads = new Map<Tensor, Tensor>();
+    grads.set(output, opts.grad ?? m.ones(output.shape, output.dtype === 'f16' ? 'f16' : 'f32', output.device));
+    const owned = new Set<Tensor>(opts.grad ? [] : [grads.get(output)!]);
+    for (let k = order.length - 1; k >= 0; k--) {
+      const t = order[k];
+      const g = grads.get(t);
+      if (!g) continue;
+      grads.delete(t);
+      const node = t.node as Node | null;
+      if (!node) {
+        if (t.requiresGrad) {
+          // The gradient we computed can become .grad as is; a caller's grad or an f16 one is copied.
+          let g32: Tensor;
+          if (g.dtype === 'f32' && owned.has(g)) { g32 = g; owned.delete(g); }
+          else g32 = m.cast(g, 'f32');
+          if (t.grad) {
+            const sum = m.add(t.grad, g32);
+            t.grad.dispose();
+            g32.dispose();
+            t.grad = keep(sum);
+          } else {
+            t.grad = keep(g32);
+          }
+        }
+        if (owned.has(g)) { g.dispose(); owned.delete(g); }
+        continue;
+      }
+      const inGrads = node.run(g);
+      if (!opts.retainGraph) node.release();
+      // A rule may pass its incoming gradient through, or give one tensor to two inputs: copy
+      // those so that every gradient below has exactly one owner.
+      const seen = new Set<Tensor>([g]);
+      const fresh = inGrads.map((gi) => {
+        if (!gi) return null;
+        const own = seen.has(gi) ? m.cast(gi, gi.dtype === 'f16' ? 'f16' : 'f32') : gi;
+        seen.add(own);
+        return own;
+      });
+      if (owned.has(g)) { g.dispose(); owned.delete(g); }
+      node.inputs.forEach((inp, i) => {
+        const gi = fresh[i];
+        if (!gi) return;
+        if (!inp.requiresGrad) { gi.dispose(); return; }
+        if (gi.shape.join() !== inp.shape.join()) throw new Error(`backward of ${node.op}: gradient ${gi.describe()} does not match input ${inp.describe()}`);
+        const prev = grads.get(inp);
+        if (prev) {
+          grads.set(inp, m.add(prev, gi));
+          if (owned.has(prev)) { prev.dispose(); owned.delete(prev); }
+          gi.dispose();
+        } else {
+          grads.set(inp, gi);
+        }
+        owned.add(grads.get(inp)!);
+      });
+    }
+  });
+}

@@ -1,0 +1,81 @@
+// The Node-only way to get a Device: Dawn's Node binding (npm `webgpu`). Everything else in
+// engine/ works on any GPUDevice, so a browser or another engine never imports this file.
+
+import { create, globals } from 'webgpu';
+import { Device, DeviceOptions } from './device.js';
+
+/**
+ * Dawn toggles: allow_unsafe_apis exposes experimental features (subgroup matrices);
+ * vulkan_enable_f16_on_nvidia is needed for shader-f16 (and f16 subgroup matrices) on NVIDIA.
+ */
+export const DAWN_FLAGS = ['enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia'];
+
+export interface NodeDeviceOptions extends DeviceOptions {
+  /**
+   * Which adapter: 'auto' (a hardware GPU if there is one, else the software one), 'gpu'
+   * (hardware only), 'cpu' (the software fallback, e.g. lavapipe), or part of an adapter's name.
+   * Default: the DDPO_ADAPTER environment variable, else 'auto'.
+   */
+  adapter?: string;
+}
+
+let gpuObject: GPU | null = null;
+
+function dawn(extra: string[] = []): GPU {
+  if (extra.length) return create([...DAWN_FLAGS, ...extra]);
+  if (!gpuObject) {
+    Object.assign(globalThis, globals); // GPUBufferUsage and friends, as in a browser
+    gpuObject = create(DAWN_FLAGS);
+  }
+  return gpuObject;
+}
+
+export function adapterDescription(adapter: GPUAdapter): string {
+  const info = adapter.info;
+  return [info.vendor, info.architecture, info.device, info.description].filter((s) => s).join(' / ') || 'unnamed adapter';
+}
+
+export function isSoftwareAdapter(adapter: GPUAdapter): boolean {
+  const d = adapterDescription(adapter).toLowerCase();
+  return d.includes('llvmpipe') || d.includes('lavapipe') || d.includes('swiftshader') || (adapter.info as { isFallbackAdapter?: boolean }).isFallbackAdapter === true;
+}
+
+export const NO_ADAPTER_HELP = [
+  'No WebGPU adapter was found.',
+  'On Linux without a GPU, install Mesa >= 24 (lavapipe): `bash scripts/setup-vulkan.sh`',
+  '(on Debian bookworm this takes mesa-vulkan-drivers and libvulkan1 from bookworm-backports).',
+  'With an NVIDIA GPU, install its driver with Vulkan support and the Vulkan loader (libvulkan1).',
+  'Check with `ddpo doctor`.',
+].join('\n');
+
+/** Finds an adapter by the rule in NodeDeviceOptions.adapter. */
+export async function requestNodeAdapter(choice = process.env.DDPO_ADAPTER ?? 'auto'): Promise<GPUAdapter> {
+  Object.assign(globalThis, globals);
+  const want = choice.toLowerCase();
+  let adapter: GPUAdapter | null = null;
+  if (want === 'cpu') {
+    adapter = await dawn().requestAdapter({ forceFallbackAdapter: true });
+    if (!adapter || !isSoftwareAdapter(adapter)) {
+      adapter = await dawn(['adapter=llvmpipe']).requestAdapter();
+    }
+  } else if (want === 'auto' || want === 'gpu') {
+    adapter = await dawn().requestAdapter({ powerPreference: 'high-performance' });
+    if (want === 'gpu' && (!adapter || isSoftwareAdapter(adapter))) {
+      throw new Error(`DDPO_ADAPTER=gpu: no hardware GPU adapter found (got ${adapter ? adapterDescription(adapter) : 'none'}). Install the GPU's Vulkan driver, or use DDPO_ADAPTER=auto.`);
+    }
+  } else {
+    adapter = await dawn([`adapter=${choice}`]).requestAdapter();
+    if (adapter && !adapterDescription(adapter).toLowerCase().includes(want)) {
+      throw new Error(`DDPO_ADAPTER=${choice}: no adapter matches; found ${adapterDescription(adapter)}. Run \`ddpo doctor\`.`);
+    }
+  }
+  if (!adapter) throw new Error(NO_ADAPTER_HELP);
+  return adapter;
+}
+
+/** Creates a Device on the best adapter (or the chosen one) through Dawn. */
+export async function createNodeDevice(opts: NodeDeviceOptions = {}): Promise<Device> {
+  process.env.XDG_RUNTIME_DIR ??= '/tmp'; // quiets Mesa's warnings
+  const adapter = await requestNodeAdapter(opts.adapter);
+  return Device.fromAdapter(adapter, { ...opts, adapterName: adapterDescription(adapter) });
+}

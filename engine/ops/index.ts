@@ -1,0 +1,15 @@
+// The public op set. Importing this module also hands autograd the arithmetic it needs.
+
+import { setGradMath } from '../autograd.js';
+import { add, cast } from './elementwise.js';
+import { full } from './movement.js';
+
+export * from './elementwise.js';
+export * from './movement.js';
+export * from './reduce.js';
+
+setGradMath({
+  add: (a, b) => add(a, b),
+  cast: (a, d) => cast(a, d),
+  ones: (shape, dtype, device) => full(shape, 1, dtype, device),
+});

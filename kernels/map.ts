@@ -1,0 +1,79 @@
+// The strided map kernel: out[o] = f(in0[a0], in1[a1], ...) where every operand (the output too)
+// is addressed as offset + Σ idx_d·stride_d over one shared shape. Broadcasting (stride 0),
+// permute, transpose, slice, expand, pad and concat are all this kernel with different strides,
+// so they share one pipeline per expression and dtype combination.
+
+import { DType } from '../engine/dtype.js';
+import { MAX_RANK } from '../engine/shape.js';
+import { MAIN_1D, ParamLayout, at, declareBindings, f16Enable } from './common.js';
+
+export type ComputeType = 'f32' | 'i32' | 'u32';
+
+export interface MapSpec {
+  /** Names the pipeline; together with types and `contiguous` it is the cache key. */
+  name: string;
+  inTypes: DType[];
+  outType: DType;
+  /** The type operands are converted to before `expr` runs (f32 for every float dtype). */
+  ctype: ComputeType;
+  /** A WGSL expression of type ctype over the inputs a, b, c and the scalars P.s0, P.s1. */
+  expr: string;
+  /** Extra WGSL (helper functions) placed before main. */
+  helpers?: string;
+  /** All operands laid out contiguously in the same shape: skip index arithmetic. */
+  contiguous: boolean;
+}
+
+const NAMES = ['a', 'b', 'c', 'd'];
+
+export function mapLayout(nIn: number): ParamLayout {
+  return new ParamLayout([
+    { name: 'shape', type: 'u32', len: MAX_RANK },
+    { name: 'strides', type: 'u32', len: MAX_RANK * (nIn + 1) },
+    { name: 'offs', type: 'u32', len: 4 },
+    { name: 'n', type: 'u32' },
+    { name: 'rank', type: 'u32' },
+    { name: 's0', type: 'f32' },
+    { name: 's1', type: 'f32' },
+  ]);
+}
+
+export function mapKey(s: MapSpec): string {
+  return `map:${s.name}:${s.inTypes.join(',')}>${s.outType}:${s.ctype}:${s.contiguous ? 'c' : 's'}`;
+}
+
+export function mapWGSL(s: MapSpec): string {
+  const n = s.inTypes.length;
+  const layout = mapLayout(n);
+  const reads = s.inTypes.map((t, k) => ({ name: `in${k}`, type: t }));
+  const addr: string[] = [];
+  for (let k = 0; k <= n; k++) addr.push(`o${k}`);
+  let index: string;
+  if (s.contiguous) {
+    index = addr.map((o, k) => `  let ${o} = ${at('P.offs', `${k}u`)} + i;`).join('\n');
+  } else {
+    index = [
+      ...addr.map((o, k) => `  var ${o} = ${at('P.offs', `${k}u`)};`),
+      '  var rem = i;',
+      '  for (var d = i32(P.rank) - 1; d >= 0; d--) {',
+      '    let ud = u32(d);',
+      `    let size = ${at('P.shape', 'ud')};`,
+      '    let q = rem % size;',
+      '    rem = rem / size;',
+      ...addr.map((o, k) => `    ${o} += q * ${at('P.strides', `${k * MAX_RANK}u + ud`)};`),
+      '  }',
+    ].join('\n');
+  }
+  const loads = s.inTypes.map((_, k) => `  let ${NAMES[k]} = ${s.ctype}(in${k}[o${k}]);`).join('\n');
+  return `${f16Enable(...s.inTypes, s.outType)}
+${declareBindings(reads, [{ name: 'dst', type: s.outType }], layout)}
+${s.helpers ?? ''}
+${MAIN_1D()}
+  let i = gid * 256u + lid;
+  if (i >= P.n) { return; }
+${index}
+${loads}
+  dst[o${n}] = ${s.outType}(${s.expr});
+}
+`;
+}

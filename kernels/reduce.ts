@@ -1,0 +1,89 @@
+// Reductions over any set of axes. The input is read as [outer (kept) dims] × [inner (reduced)
+// dims], each with its own shape and strides, so no transpose is materialised.
+//
+// Batch independence: each output element is reduced in an order that depends only on the
+// number of reduced elements (never on how many outputs there are), so a sample reduced alone or
+// inside a batch gives bit-identical results. 'wg': one workgroup per output, thread t sums
+// elements t, t+256, ... then a fixed tree; 'seq': one thread per output, in index order.
+
+import { DType } from '../engine/dtype.js';
+import { MAX_RANK } from '../engine/shape.js';
+import { MAIN_1D, ParamLayout, at, declareBindings, f16Enable } from './common.js';
+
+export type ReduceOp = 'sum' | 'max' | 'min';
+export type ReduceMode = 'wg' | 'seq';
+export const REDUCE_WG = 256;
+/** Reductions of at most this many elements per output run one thread per output. */
+export const SEQ_LIMIT = 64;
+
+export const reduceLayout = new ParamLayout([
+  { name: 'oshape', type: 'u32', len: MAX_RANK },
+  { name: 'ostride', type: 'u32', len: MAX_RANK },
+  { name: 'ishape', type: 'u32', len: MAX_RANK },
+  { name: 'istride', type: 'u32', len: MAX_RANK },
+  { name: 'orank', type: 'u32' },
+  { name: 'irank', type: 'u32' },
+  { name: 'nout', type: 'u32' },
+  { name: 'ninner', type: 'u32' },
+  { name: 'inoff', type: 'u32' },
+  { name: 'outoff', type: 'u32' },
+  { name: 'scale', type: 'f32' },
+]);
+
+export function reduceKey(op: ReduceOp, mode: ReduceMode, inType: DType, outType: DType): string {
+  return `reduce:${op}:${mode}:${inType}>${outType}`;
+}
+
+export function reduceWGSL(op: ReduceOp, mode: ReduceMode, inType: DType, outType: DType): string {
+  const acc = inType === 'i32' || inType === 'u32' ? inType : 'f32';
+  const init = op === 'sum' ? `${acc}(0)` : acc === 'f32' ? (op === 'max' ? '-3.402823466e+38' : '3.402823466e+38') : op === 'max' ? (acc === 'i32' ? '-2147483647 - 1' : '0u') : acc === 'i32' ? '2147483647' : '4294967295u';
+  const combine = (x: string, y: string) => (op === 'sum' ? `${x} + ${y}` : `${op}(${x}, ${y})`);
+  const finish = op === 'sum' && acc === 'f32' ? 'r * P.scale' : 'r';
+  const offsetOf = (shape: string, stride: string, rank: string, idx: string, base: string) => `
+  {
+    var rem = ${idx};
+    for (var d = i32(${rank}) - 1; d >= 0; d--) {
+      let ud = u32(d);
+      let size = ${at(shape, 'ud')};
+      ${base} += (rem % size) * ${at(stride, 'ud')};
+      rem = rem / size;
+    }
+  }`;
+  const head = `${f16Enable(inType, outType)}
+${declareBindings([{ name: 'src', type: inType }], [{ name: 'dst', type: outType }], reduceLayout)}`;
+  if (mode === 'seq') {
+    return `${head}
+${MAIN_1D()}
+  let o = gid * 256u + lid;
+  if (o >= P.nout) { return; }
+  var base = P.inoff;${offsetOf('P.oshape', 'P.ostride', 'P.orank', 'o', 'base')}
+  var r: ${acc} = ${init};
+  for (var j = 0u; j < P.ninner; j++) {
+    var off = base;${offsetOf('P.ishape', 'P.istride', 'P.irank', 'j', 'off')}
+    r = ${combine('r', `${acc}(src[off])`)};
+  }
+  dst[P.outoff + o] = ${outType}(${finish});
+}
+`;
+  }
+  return `${head}
+var<workgroup> part: array<${acc}, ${REDUCE_WG}>;
+${MAIN_1D(REDUCE_WG)}
+  let o = gid;
+  if (o >= P.nout) { return; }
+  var base = P.inoff;${offsetOf('P.oshape', 'P.ostride', 'P.orank', 'o', 'base')}
+  var r: ${acc} = ${init};
+  for (var j = lid; j < P.ninner; j += ${REDUCE_WG}u) {
+    var off = base;${offsetOf('P.ishape', 'P.istride', 'P.irank', 'j', 'off')}
+    r = ${combine('r', `${acc}(src[off])`)};
+  }
+  part[lid] = r;
+  workgroupBarrier();
+  for (var s = ${REDUCE_WG / 2}u; s > 0u; s = s >> 1u) {
+    if (lid < s) { part[lid] = ${combine('part[lid]', 'part[lid + s]')}; }
+    workgroupBarrier();
+  }
+  if (lid == 0u) { r = part[0]; dst[P.outoff + o] = ${outType}(${finish}); }
+}
+`;
+}
