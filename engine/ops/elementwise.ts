@@ -62,9 +62,10 @@ const UNARY: Record<string, UnaryDef> = {
   relu: { f: 'max(a, 0.0)', df: 'select(0.0, b, a > 0.0)', floatOnly: true },
   silu: { f: 'a * sigmoid_f(a)', df: 'b * sigmoid_f(a) * (1.0 + a * (1.0 - sigmoid_f(a)))', floatOnly: true },
   gelu: { f: '0.5 * a * (1.0 + erf_f(a * 0.70710678118654752))', df: 'b * (0.5 * (1.0 + erf_f(a * 0.70710678118654752)) + a * exp(-0.5 * a * a) * 0.39894228040143268)', floatOnly: true },
+  // 0.5·(1 + tanh(u)) = σ(2u): the sigmoid form keeps the tails exact where 1 + tanh(u) cancels.
   gelu_tanh: {
-    f: '0.5 * a * (1.0 + tanh_f(0.79788456080286536 * (a + 0.044715 * a * a * a)))',
-    df: 'b * (0.5 * (1.0 + tanh_f(0.79788456080286536 * (a + 0.044715 * a * a * a))) + 0.5 * a * (1.0 - tanh_f(0.79788456080286536 * (a + 0.044715 * a * a * a)) * tanh_f(0.79788456080286536 * (a + 0.044715 * a * a * a))) * 0.79788456080286536 * (1.0 + 0.134145 * a * a))',
+    f: 'a * sigmoid_f(1.5957691216057308 * (a + 0.044715 * a * a * a))',
+    df: 'b * (sigmoid_f(1.5957691216057308 * (a + 0.044715 * a * a * a)) + a * sigmoid_f(1.5957691216057308 * (a + 0.044715 * a * a * a)) * (1.0 - sigmoid_f(1.5957691216057308 * (a + 0.044715 * a * a * a))) * 1.5957691216057308 * (1.0 + 0.134145 * a * a))',
     floatOnly: true,
   },
   quick_gelu: { f: 'a * sigmoid_f(1.702 * a)', df: 'b * (sigmoid_f(1.702 * a) + 1.702 * a * sigmoid_f(1.702 * a) * (1.0 - sigmoid_f(1.702 * a)))', floatOnly: true },
