@@ -1,5 +1,5 @@
 // ddpo-webgpu's tensor engine. Runs on any GPUDevice; nothing here imports Node.
-// (Node users: `import { createNodeDevice } from 'ddpo-webgpu/engine/node'`.)
+// (Node users: `import { createNodeDevice } from 'ddpo-webgpu/node'`.)
 
 export * from './dtype.js';
 export * from './shape.js';

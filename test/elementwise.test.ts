@@ -36,6 +36,8 @@ const UNARY: U[] = [
   { name: 'sqrt', run: E.sqrt, f: Math.sqrt, df: (x) => 0.5 / Math.sqrt(x), lo: 0.1, hi: 3 },
   { name: 'rsqrt', run: E.rsqrt, f: (x) => 1 / Math.sqrt(x), df: (x) => -0.5 * x ** -1.5, lo: 0.1, hi: 3 },
   { name: 'abs', run: E.abs, f: Math.abs, df: Math.sign },
+  { name: 'sin', run: E.sin, f: Math.sin, df: Math.cos },
+  { name: 'cos', run: E.cos, f: Math.cos, df: (x) => -Math.sin(x) },
   { name: 'relu', run: E.relu, f: (x) => Math.max(x, 0), df: (x) => (x > 0 ? 1 : 0) },
   { name: 'silu', run: E.silu, f: (x) => x * sig(x), df: (x) => sig(x) * (1 + x * (1 - sig(x))), lo: -6, hi: 6 },
   { name: 'gelu', run: (t) => E.gelu(t), f: (x) => 0.5 * x * (1 + erf(x / Math.SQRT2)), df: (x) => 0.5 * (1 + erf(x / Math.SQRT2)) + x * Math.exp(-x * x / 2) / Math.sqrt(2 * Math.PI), lo: -5, hi: 5, rtol: 2e-5 },

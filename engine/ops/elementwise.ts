@@ -59,6 +59,8 @@ const UNARY: Record<string, UnaryDef> = {
   sqrt: { f: 'sqrt(a)', df: 'b * 0.5 / sqrt(a)', floatOnly: true },
   rsqrt: { f: 'inverseSqrt(a)', df: '-0.5 * b * inverseSqrt(a) / a', floatOnly: true },
   abs: { f: 'abs(a)', df: 'b * sign(a)' },
+  sin: { f: 'sin(a)', df: 'b * cos(a)', floatOnly: true },
+  cos: { f: 'cos(a)', df: '-b * sin(a)', floatOnly: true },
   relu: { f: 'max(a, 0.0)', df: 'select(0.0, b, a > 0.0)', floatOnly: true },
   silu: { f: 'a * sigmoid_f(a)', df: 'b * sigmoid_f(a) * (1.0 + a * (1.0 - sigmoid_f(a)))', floatOnly: true },
   gelu: { f: '0.5 * a * (1.0 + erf_f(a * 0.70710678118654752))', df: 'b * (0.5 * (1.0 + erf_f(a * 0.70710678118654752)) + a * exp(-0.5 * a * a) * 0.39894228040143268)', floatOnly: true },
@@ -97,6 +99,8 @@ export const log = (x: Tensor) => unary('log', x);
 export const sqrt = (x: Tensor) => unary('sqrt', x);
 export const rsqrt = (x: Tensor) => unary('rsqrt', x);
 export const abs = (x: Tensor) => unary('abs', x);
+export const sin = (x: Tensor) => unary('sin', x);
+export const cos = (x: Tensor) => unary('cos', x);
 export const relu = (x: Tensor) => unary('relu', x);
 export const silu = (x: Tensor) => unary('silu', x);
 /** GELU; approximate 'tanh' as in PyTorch's gelu(x, approximate='tanh'). */

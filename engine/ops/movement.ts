@@ -146,7 +146,10 @@ export function concat(xs: readonly Tensor[], axis = 0): Tensor {
 
 /** Stacks same-shaped tensors along a new axis. */
 export function stack(xs: readonly Tensor[], axis = 0): Tensor {
-  return concat(xs.map((t) => unsqueeze(t, axis)), axis);
+  const views = xs.map((t) => unsqueeze(t, axis));
+  const out = concat(views, axis);
+  for (const v of views) v.dispose();
+  return out;
 }
 
 /** Pads with a constant: `pads` lists [before, after] per axis from the first (missing = 0). */

@@ -63,11 +63,22 @@ function keptShape(x: Tensor, axes: number[]): number[] {
   return x.shape.map((d, i) => (axes.includes(i) ? 1 : d));
 }
 
+/** Spreads a reduced gradient back over the reduced axes (scaled), freeing the temporary view. */
+function spread(g: Tensor, x: Tensor, axes: number[], scale = 1): Tensor {
+  const view = reshape(g, keptShape(x, axes));
+  const e = expand(view, x.shape);
+  view.dispose();
+  if (scale === 1) return e;
+  const out = mulScalar(e, scale);
+  e.dispose();
+  return out;
+}
+
 /** Sum over axes (default all). Accumulates in f32 for float inputs. */
 export function sum(x: Tensor, axes?: number | readonly number[], keepDims = false): Tensor {
   const ax = normAxes('sum', axes, x.rank);
   const out = reduceRaw('sum', x, ax, keepDims);
-  return record('sum', [x], out, [], (g) => [expand(reshape(g, keptShape(x, ax)), x.shape)]);
+  return record('sum', [x], out, [], (g) => [spread(g, x, ax)]);
 }
 
 /** Mean over axes (default all): one pass, sum scaled by 1/n in f32. */
@@ -76,7 +87,7 @@ export function mean(x: Tensor, axes?: number | readonly number[], keepDims = fa
   const ax = normAxes('mean', axes, x.rank);
   const n = ax.reduce((a, i) => a * x.shape[i], 1);
   const out = reduceRaw('sum', x, ax, keepDims, 1 / n);
-  return record('mean', [x], out, [], (g) => [mulScalar(expand(reshape(g, keptShape(x, ax)), x.shape), 1 / n)]);
+  return record('mean', [x], out, [], (g) => [spread(g, x, ax, 1 / n)]);
 }
 
 function extremum(op: 'max' | 'min', x: Tensor, axes: number | readonly number[] | undefined, keepDims: boolean): Tensor {
@@ -85,11 +96,12 @@ function extremum(op: 'max' | 'min', x: Tensor, axes: number | readonly number[]
   // Ties share the gradient equally (as torch.amax does).
   return record(op, [x], out, [x, out], (g, [xs, os]) => {
     const kept = keptShape(x, ax);
-    const mask = eq(xs, reshape(os, kept));
+    const ov = reshape(os, kept), gv = reshape(g, kept);
+    const mask = eq(xs, ov);
     const count = reduceRaw('sum', mask, ax, true);
-    const share = div(reshape(g, kept), count);
+    const share = div(gv, count);
     const gx = mul(mask, share);
-    mask.dispose(); count.dispose(); share.dispose();
+    for (const t of [ov, gv, mask, count, share]) t.dispose();
     return [gx];
   });
 }
