@@ -16,7 +16,7 @@ export interface MapSpec {
   outType: DType;
   /** The type operands are converted to before `expr` runs (f32 for every float dtype). */
   ctype: ComputeType;
-  /** A WGSL expression of type ctype over the inputs a, b, c and the scalars P.s0, P.s1. */
+  /** A WGSL expression of type ctype over the inputs a, b, c, the scalars P.s0, P.s1 and the output address P.obase + o{nIn}. */
   expr: string;
   /** Extra WGSL (helper functions) placed before main. */
   helpers?: string;
@@ -33,6 +33,9 @@ export function mapLayout(nIn: number): ParamLayout {
     { name: 'offs', type: 'u32', len: 4 },
     { name: 'n', type: 'u32' },
     { name: 'rank', type: 'u32' },
+    // Where the output's bound window starts, in elements: P.obase + o{last} is the absolute
+    // element address in the output buffer (arange needs it when the op is split into chunks).
+    { name: 'obase', type: 'u32' },
     { name: 's0', type: 'f32' },
     { name: 's1', type: 'f32' },
   ]);

@@ -91,6 +91,7 @@ s('chunked copies under a lowered binding limit', async () => {
   try {
     assert.equal([...await E.permute(X.t, [1, 2, 0]).data()], [...expect]);
     assert.equal([...await E.slice(X.t, [1, 0, 3], [4, 5, 120]).data()], [...sl]);
+    assert.equal([...await E.arange(0, 1000, 1, 'i32').data()], Array.from({ length: 1000 }, (_, i) => i));
   } finally {
     dev.maxBindingBytes = saved;
   }

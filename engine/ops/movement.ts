@@ -188,7 +188,7 @@ export function arange(start: number, end?: number, step = 1, dtype: DType = 'f3
   const out = new Tensor(dev, [n], dtype);
   const ct = ctype(dtype);
   // Index arithmetic in the output's own type: exact for integers.
-  runMap({ name: 'arange', inTypes: [], outType: dtype, ctype: ct, expr: `${ct}(P.s0) + ${ct}(o0) * ${ct}(P.s1)` },
+  runMap({ name: 'arange', inTypes: [], outType: dtype, ctype: ct, expr: `${ct}(P.s0) + ${ct}(P.obase + o0) * ${ct}(P.s1)` },
     [n], [], { t: out, strides: [1] }, [start, step], `arange(${start}, ${end}, ${step})`);
   return out;
 }

@@ -46,7 +46,7 @@ export function runMap(kernel: MapKernel, shape: readonly number[], inputs: read
       code: () => mapWGSL(spec),
       reads: ch.operands.slice(0, inputs.length).map((o, k) => ({ buffer: buffers[k], offset: o.windowOffset, size: o.windowSize })),
       writes: [{ buffer: buffers[inputs.length], offset: ch.operands[inputs.length].windowOffset, size: ch.operands[inputs.length].windowSize }],
-      params: layout.pack({ shape: ch.shape, strides, offs: ch.operands.map((o) => o.offset), n, rank: ch.shape.length, s0: scalars[0], s1: scalars[1] }),
+      params: layout.pack({ shape: ch.shape, strides, offs: ch.operands.map((o) => o.offset), n, rank: ch.shape.length, obase: ch.operands[inputs.length].windowOffset / bytesOf(output.t.dtype), s0: scalars[0], s1: scalars[1] }),
       groups: grid(Math.ceil(n / WG), dev.limits.maxComputeWorkgroupsPerDimension),
     });
   }

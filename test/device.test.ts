@@ -1,0 +1,96 @@
+// The device layer: batching, pipeline caching, pool reuse and statistics, errors from the GPU
+// (validation, device loss) surfacing as Errors that name the op, and hosting a foreign GPUDevice.
+
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import * as E from '../engine/index.js';
+import { requestNodeAdapter } from '../engine/node.js';
+import { sizeClass } from '../engine/pool.js';
+import { assertClose, assertThrows, testDevice } from './helpers.js';
+
+const dev = await testDevice();
+const s = suite('device');
+
+s('size classes waste at most 25% and are monotone', () => {
+  let prev = 0;
+  for (let n = 1; n < 5e6; n = Math.ceil(n * 1.37)) {
+    const c = sizeClass(n);
+    assert.ok(c >= n && c <= Math.max(256, n * 1.25 + 256), `class of ${n} is ${c}`);
+    assert.ok(c >= prev);
+    prev = c;
+  }
+});
+
+s('dispatches are batched: many ops, few submits, no waiting until a read', async () => {
+  const x = E.ones([100]);
+  await x.data();
+  const d0 = dev.dispatchCount, s0 = dev.submitCount;
+  let y = x;
+  for (let i = 0; i < 50; i++) y = E.add(y, 1);
+  assert.is(dev.submitCount, s0, 'nothing submitted before a read');
+  assertClose(await y.data(), new Array(100).fill(51));
+  assert.is(dev.dispatchCount - d0, 50);
+  assert.ok(dev.submitCount - s0 <= 2);
+});
+
+s('the pool reuses freed buffers and the statistics track them', async () => {
+  const m0 = dev.memory();
+  const a = E.zeros([1000]);
+  const m1 = dev.memory();
+  assert.is(m1.liveBytes - m0.liveBytes, sizeClass(4000));
+  a.dispose();
+  const m2 = dev.memory();
+  assert.is(m2.liveBytes, m0.liveBytes);
+  assert.ok(m2.pooledBytes >= sizeClass(4000));
+  const b = E.zeros([990]); // same size class: reused
+  assert.is(dev.memory().created, m2.created);
+  assert.ok(dev.memory().peakLiveBytes >= m1.liveBytes);
+  b.dispose();
+});
+
+s('a GPU validation error becomes an Error naming the op', async () => {
+  const t = E.zeros([4]);
+  dev.dispatch({
+    label: 'broken_op([4] f32)', key: 'test:broken', code: () => 'this is not wgsl',
+    reads: [], writes: [{ buffer: t.buffer(), offset: 0, size: 16 }], params: new Uint32Array(4), groups: [1, 1, 1],
+  });
+  await assertThrows(() => t.data(), /broken_op\(\[4\] f32\)/);
+  // the device keeps working afterwards
+  assertClose(await E.add(E.ones([2]), 1).data(), [2, 2]);
+});
+
+s('device loss becomes an Error on the next op', async () => {
+  const adapter = await requestNodeAdapter('auto');
+  const other = await E.Device.fromAdapter(adapter);
+  const x = new E.Tensor(other, [2], 'f32');
+  other.gpu.destroy();
+  await other.gpu.lost;
+  await assertThrows(() => E.add(x, x), /lost/);
+});
+
+s('a GPUDevice from a host application can be wrapped', async () => {
+  const adapter = await requestNodeAdapter('auto');
+  const gpu = await adapter.requestDevice();
+  const hosted = E.Device.fromGPUDevice(gpu, { adapterName: 'host' });
+  const t = E.tensor([1, 2, 3], [3], 'f32', hosted);
+  assertClose(await E.mul(t, t).data(), [1, 4, 9]);
+  await assertThrows(() => E.tensor([1], [1], 'f16', hosted), /f16/, /shader-f16/);
+  hosted.destroy();
+});
+
+s('tensors on different devices are refused', async () => {
+  const adapter = await requestNodeAdapter('auto');
+  const other = await E.Device.fromAdapter(adapter);
+  const a = E.tensor([1, 2], [2], 'f32', other);
+  await assertThrows(() => E.add(a, E.ones([2])), /add/, /different devices/);
+  other.destroy();
+});
+
+s('use after dispose and a too-large allocation are Errors', async () => {
+  const t = E.ones([3]);
+  t.dispose();
+  await assertThrows(() => t.data(), /data/, /dispose/);
+  await assertThrows(() => E.zeros([2 ** 20, 2 ** 12]), /maxBufferSize/);
+});
+
+s.run();
