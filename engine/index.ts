@@ -10,3 +10,4 @@ export { Tensor, tensor, setDefaultDevice, getDefaultDevice } from './tensor.js'
 export { tidy, keep, scopeDepth } from './scope.js';
 export { backward, noGrad, isGradEnabled } from './autograd.js';
 export * from './ops/index.js';
+export * from './optim.js';
