@@ -7,6 +7,10 @@ import { full } from './movement.js';
 export * from './elementwise.js';
 export * from './movement.js';
 export * from './reduce.js';
+export * from './softmax.js';
+export * from './gather.js';
+export * from './random.js';
+export * from './matmul.js';
 
 setGradMath({
   add: (a, b) => add(a, b),
