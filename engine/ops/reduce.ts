@@ -1,6 +1,6 @@
 // Reductions over any axes (sum, mean, max, min, var) and sumTo, the gradient of broadcasting.
 
-import { record } from '../autograd.js';
+import { noGrad, record } from '../autograd.js';
 import { DType, bytesOf, isFloat } from '../dtype.js';
 import { planChunks } from '../chunk.js';
 import { MAX_RANK, contiguousStrides, fmt, normAxes, sameShape } from '../shape.js';
@@ -8,7 +8,7 @@ import { Tensor } from '../tensor.js';
 import { WG, grid } from '../../kernels/common.js';
 import { REDUCE_WG, ReduceOp, SEQ_LIMIT, reduceKey, reduceLayout, reduceWGSL } from '../../kernels/reduce.js';
 import { div, eq, mul, mulScalar, square, sub } from './elementwise.js';
-import { expand, reshape } from './movement.js';
+import { concat, expand, reshape, slice } from './movement.js';
 
 function pad8(v: readonly number[]): number[] {
   const out = new Array<number>(MAX_RANK).fill(0);
@@ -28,8 +28,11 @@ function reduceRaw(op: ReduceOp, x: Tensor, axes: number[], keepDims: boolean, s
   const label = `${op}(${x.describe()}, axes=${JSON.stringify(axes)})`;
   if (out.size === 0) return out;
   if (nInner === 0) throw new Error(`${label}: reduction over an empty axis`);
-  const mode = nInner <= SEQ_LIMIT ? 'seq' : 'wg';
   const dev = x.device;
+  const align = dev.limits.minStorageBufferOffsetAlignment;
+  const sliceBytes = (1 + axes.reduce((e, i) => e + (x.shape[i] - 1) * strides[i], 0)) * bytesOf(x.dtype);
+  if (sliceBytes + align > dev.maxBindingBytes) return reduceSplit(op, x, axes, keepDims, scale, outType);
+  const mode = nInner <= SEQ_LIMIT ? 'seq' : 'wg';
   const combined = [...oshape, ...ishape];
   const ostrideOut = contiguousStrides(oshape);
   const inBuf = x.buffer(op), outBuf = out.buffer(op);
@@ -57,6 +60,32 @@ function reduceRaw(op: ReduceOp, x: Tensor, axes: number[], keepDims: boolean, s
   }
   void REDUCE_WG;
   return out;
+}
+
+/**
+ * A reduction whose reduced slice alone exceeds the binding limit (e.g. a sum over all of a
+ * 145 MiB tensor): reduce pieces along the outermost reduced axis into f32 partials, then reduce
+ * the partials. The split depends only on the reduced extent and the limit, never on the batch.
+ */
+function reduceSplit(op: ReduceOp, x: Tensor, axes: number[], keepDims: boolean, scale: number, outType: DType): Tensor {
+  return noGrad(() => {
+    const a = axes[0];
+    const pieceBytes = (x.size / x.shape[a]) * bytesOf(x.dtype);
+    const per = Math.max(1, Math.floor((x.device.maxBindingBytes / 2) / pieceBytes));
+    const partials: Tensor[] = [];
+    for (let i = 0; i < x.shape[a]; i += per) {
+      const starts = x.shape.map((_, d) => (d === a ? i : 0));
+      const ends = x.shape.map((n, d) => (d === a ? Math.min(i + per, n) : n));
+      const piece = slice(x, starts, ends);
+      partials.push(reduceRaw(op, piece, axes, true, 1, isFloat(x.dtype) ? 'f32' : x.dtype));
+      piece.dispose();
+    }
+    const joined = concat(partials, a);
+    for (const p of partials) p.dispose();
+    const out = reduceRaw(op, joined, axes, keepDims, scale, outType);
+    joined.dispose();
+    return out;
+  });
 }
 
 function keptShape(x: Tensor, axes: number[]): number[] {
