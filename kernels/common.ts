@@ -95,3 +95,24 @@ export function grid(groups: number, maxPerDim = 65535): [number, number, number
 export const MAIN_1D = (wg = WG) => `@compute @workgroup_size(${wg})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let gid = wid.x + wid.y * nwg.x;`;
+
+/**
+ * WGSL that walks a linear index over a shape held in a uniform array (innermost dim last) and
+ * adds idx_d·stride_d to each target variable: the strided addressing every kernel family shares.
+ * `targets` pairs a variable with a function giving its stride expression for dimension `ud`.
+ */
+export function stridedOffsets(index: string, shape: string, rank: string, targets: [string, (ud: string) => string][], indent = '  '): string {
+  const i = indent;
+  return [
+    `${i}{`,
+    `${i}  var rem = ${index};`,
+    `${i}  for (var d = i32(${rank}) - 1; d >= 0; d--) {`,
+    `${i}    let ud = u32(d);`,
+    `${i}    let size = ${at(shape, 'ud')};`,
+    `${i}    let q = rem % size;`,
+    `${i}    rem = rem / size;`,
+    ...targets.map(([v, stride]) => `${i}    ${v} += q * ${stride('ud')};`),
+    `${i}  }`,
+    `${i}}`,
+  ].join('\n');
+}

@@ -5,7 +5,7 @@
 
 import { DType } from '../engine/dtype.js';
 import { MAX_RANK } from '../engine/shape.js';
-import { MAIN_1D, ParamLayout, at, declareBindings, f16Enable } from './common.js';
+import { MAIN_1D, ParamLayout, at, declareBindings, f16Enable, stridedOffsets } from './common.js';
 
 export type ComputeType = 'f32' | 'i32' | 'u32';
 
@@ -57,14 +57,7 @@ export function mapWGSL(s: MapSpec): string {
   } else {
     index = [
       ...addr.map((o, k) => `  var ${o} = ${at('P.offs', `${k}u`)};`),
-      '  var rem = i;',
-      '  for (var d = i32(P.rank) - 1; d >= 0; d--) {',
-      '    let ud = u32(d);',
-      `    let size = ${at('P.shape', 'ud')};`,
-      '    let q = rem % size;',
-      '    rem = rem / size;',
-      ...addr.map((o, k) => `    ${o} += q * ${at('P.strides', `${k * MAX_RANK}u + ud`)};`),
-      '  }',
+      stridedOffsets('i', 'P.shape', 'P.rank', addr.map((o, k) => [o, (ud) => at('P.strides', `${k * MAX_RANK}u + ${ud}`)])),
     ].join('\n');
   }
   const loads = s.inTypes.map((_, k) => `  let ${NAMES[k]} = ${s.ctype}(in${k}[o${k}]);`).join('\n');

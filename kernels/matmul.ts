@@ -14,7 +14,7 @@
 
 import { DType } from '../engine/dtype.js';
 import { MAX_RANK } from '../engine/shape.js';
-import { ParamLayout, at, declareBindings, f16Enable } from './common.js';
+import { ParamLayout, at, declareBindings, f16Enable, stridedOffsets } from './common.js';
 
 /**
  * Geometry of the register-tiled shared-memory kernel. Each thread owns a 4×4 block of outputs
@@ -161,14 +161,9 @@ function tiledWGSL(c: TiledConfig, dtype: DType): string {
   L(`@compute @workgroup_size(${c.wgX}, ${c.wgY}, 1)`);
   L(`fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>, @builtin(local_invocation_index) lid: u32) {`);
   L(`  var offA = P.offA; var offB = P.offB; var offC = P.offC;`);
-  L(`  var rem = wid.z + P.zbase;`);
-  L(`  for (var d = i32(P.brank) - 1; d >= 0; d--) {`);
-  L(`    let ud = u32(d);`);
-  L(`    let size = ${at('P.bshape', 'ud')};`);
-  L(`    let q = rem % size;`);
-  L(`    rem = rem / size;`);
-  L(`    offA += q * ${at('P.bsA', 'ud')}; offB += q * ${at('P.bsB', 'ud')}; offC += q * ${at('P.bsC', 'ud')};`);
-  L(`  }`);
+  L(stridedOffsets('wid.z + P.zbase', 'P.bshape', 'P.brank', [
+    ['offA', (ud) => at('P.bsA', ud)], ['offB', (ud) => at('P.bsB', ud)], ['offC', (ud) => at('P.bsC', ud)],
+  ]));
   L(`  let row0 = (wid.y + P.ybase) * ${BM}u;`);
   L(`  let col0 = (wid.x + P.xbase) * ${BN}u;`);
   L(`  let tx = lid3.x; let ty = lid3.y;`);

@@ -8,7 +8,7 @@
 
 import { DType } from '../engine/dtype.js';
 import { MAX_RANK } from '../engine/shape.js';
-import { MAIN_1D, ParamLayout, at, declareBindings, f16Enable } from './common.js';
+import { MAIN_1D, ParamLayout, at, declareBindings, f16Enable, stridedOffsets } from './common.js';
 
 export type ReduceOp = 'sum' | 'max' | 'min';
 export type ReduceMode = 'wg' | 'seq';
@@ -39,16 +39,8 @@ export function reduceWGSL(op: ReduceOp, mode: ReduceMode, inType: DType, outTyp
   const init = op === 'sum' ? `${acc}(0)` : acc === 'f32' ? (op === 'max' ? '-3.402823466e+38' : '3.402823466e+38') : op === 'max' ? (acc === 'i32' ? '-2147483647 - 1' : '0u') : acc === 'i32' ? '2147483647' : '4294967295u';
   const combine = (x: string, y: string) => (op === 'sum' ? `${x} + ${y}` : `${op}(${x}, ${y})`);
   const finish = op === 'sum' && acc === 'f32' ? 'r * P.scale' : 'r';
-  const offsetOf = (shape: string, stride: string, rank: string, idx: string, base: string) => `
-  {
-    var rem = ${idx};
-    for (var d = i32(${rank}) - 1; d >= 0; d--) {
-      let ud = u32(d);
-      let size = ${at(shape, 'ud')};
-      ${base} += (rem % size) * ${at(stride, 'ud')};
-      rem = rem / size;
-    }
-  }`;
+  const offsetOf = (shape: string, stride: string, rank: string, idx: string, base: string) =>
+    '\n' + stridedOffsets(idx, shape, rank, [[base, (ud) => at(stride, ud)]]);
   const head = `${f16Enable(inType, outType)}
 ${declareBindings([{ name: 'src', type: inType }], [{ name: 'dst', type: outType }], reduceLayout)}`;
   if (mode === 'seq') {
