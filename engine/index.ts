@@ -11,3 +11,4 @@ export { tidy, keep, scopeDepth } from './scope.js';
 export { backward, noGrad, isGradEnabled } from './autograd.js';
 export * from './ops/index.js';
 export * from './optim.js';
+export * from './io/safetensors-format.js';
