@@ -11,6 +11,8 @@ export * from './softmax.js';
 export * from './gather.js';
 export * from './random.js';
 export * from './matmul.js';
+export * from './conv2d.js';
+export * from './norm.js';
 
 setGradMath({
   add: (a, b) => add(a, b),

@@ -1,0 +1,195 @@
+// Fused group/layer normalisation kernels, forward and backward.
+//
+// Both norms are seen as "rows": a row is L = cpg·S contiguous elements (group norm: the cpg
+// channels of one group × S spatial elements of one sample; layer norm: one row of D, cpg = D,
+// S = 1). The affine weight of element j of row r is w[(r mod groups)·cpg + j / S]; r is the
+// row's global index (P.row0 + the row within this chunk) so chunking never changes it.
+//
+// Numerics: f32 throughout (f16 is loaded as f32, rounded on store). Statistics are two-pass:
+// m0 = Σx/L, then d = x − m0 gives Σd and Σd²; the mean is m0 + Σd/L and the biased variance
+// Σd²/L − (Σd/L)² — the second pass corrects the rounding of m0, so an input of 1e4 + noise
+// keeps its noise (E[x²] − E[x]² would cancel it away).
+//
+// Batch independence: one workgroup per row (or per (row, channel) for the weight partials);
+// thread t takes elements t, t+256, ... and a fixed tree combines them, so the order depends
+// only on L (or S), never on the number of rows.
+
+import { DType } from '../engine/dtype.js';
+import { MAIN_1D, ParamLayout, at, declareBindings, f16Enable } from './common.js';
+
+export const NORM_WG = 256;
+/** Weight partials over at most this many spatial elements run one thread per output. */
+export const NORM_SEQ_LIMIT = 64;
+
+/** Element offsets within each bound window, by slot. */
+export const SLOT = { x: 0, g: 1, out: 2, mean: 3, rstd: 4, pw: 5, pb: 6 } as const;
+
+export const normLayout = new ParamLayout([
+  { name: 'offs', type: 'u32', len: 8 },
+  { name: 'nrows', type: 'u32' }, // rows in this chunk
+  { name: 'row0', type: 'u32' }, // global index of the chunk's first row
+  { name: 'groups', type: 'u32' },
+  { name: 'cpg', type: 'u32' },
+  { name: 'S', type: 'u32' },
+  { name: 'len', type: 'u32' }, // L = cpg·S
+  { name: 'hasw', type: 'u32' },
+  { name: 'hasb', type: 'u32' },
+  { name: 'eps', type: 'f32' },
+]);
+
+/** 'fwd': x, w, b -> y, mean, rstd. 'dx': x, g, w, mean, rstd -> dx.
+ *  'part': x, g, mean, rstd -> Σ_s g·x̂, Σ_s g per (row, channel) (f32), 'wg' or 'seq'. */
+export type NormVariant = 'fwd' | 'dx' | 'part-wg' | 'part-seq';
+
+export function normKey(v: NormVariant, xType: DType, gType: DType): string {
+  return `norm:${v}:${xType},${gType}`;
+}
+
+const off = (slot: number) => at('P.offs', `${slot}u`);
+
+/** Tree-sums the vec2 each thread left in red[lid]; the result is red[0] for all threads. */
+const TREE = `  workgroupBarrier();
+  for (var s = ${NORM_WG / 2}u; s > 0u; s = s >> 1u) {
+    if (lid < s) { red[lid] = red[lid] + red[lid + s]; }
+    workgroupBarrier();
+  }`;
+
+const AFFINE = `fn wAt(row: u32, j: u32) -> f32 {
+  if (P.hasw == 0u) { return 1.0; }
+  return f32(w[((P.row0 + row) % P.groups) * P.cpg + j / P.S]);
+}
+fn bAt(row: u32, j: u32) -> f32 {
+  if (P.hasb == 0u) { return 0.0; }
+  return f32(b[((P.row0 + row) % P.groups) * P.cpg + j / P.S]);
+}`;
+
+export function normWGSL(v: NormVariant, xType: DType, gType: DType): string {
+  if (v === 'fwd') {
+    return `${f16Enable(xType)}
+${declareBindings(
+      [{ name: 'x', type: xType }, { name: 'w', type: xType }, { name: 'b', type: xType }],
+      [{ name: 'y', type: xType }, { name: 'mean', type: 'f32' }, { name: 'rstd', type: 'f32' }], normLayout)}
+var<workgroup> red: array<vec2<f32>, ${NORM_WG}>;
+${AFFINE}
+${MAIN_1D(NORM_WG)}
+  let row = gid;
+  if (row >= P.nrows) { return; }
+  let xb = ${off(SLOT.x)} + row * P.len;
+  let yb = ${off(SLOT.out)} + row * P.len;
+  let n = f32(P.len);
+  var s1 = 0.0;
+  for (var j = lid; j < P.len; j += ${NORM_WG}u) { s1 += f32(x[xb + j]); }
+  red[lid] = vec2<f32>(s1, 0.0);
+${TREE}
+  let m0 = red[0].x / n;
+  workgroupBarrier();
+  var d1 = 0.0;
+  var d2 = 0.0;
+  for (var j = lid; j < P.len; j += ${NORM_WG}u) {
+    let d = f32(x[xb + j]) - m0;
+    d1 += d;
+    d2 += d * d;
+  }
+  red[lid] = vec2<f32>(d1, d2);
+${TREE}
+  let c = red[0].x / n;
+  let rs = inverseSqrt(max(red[0].y / n - c * c, 0.0) + P.eps);
+  if (lid == 0u) {
+    mean[${off(SLOT.mean)} + row] = m0 + c;
+    rstd[${off(SLOT.rstd)} + row] = rs;
+  }
+  for (var j = lid; j < P.len; j += ${NORM_WG}u) {
+    // (x − m0) − c rather than x − (m0 + c): m0 + c would round to f32 at the mean's scale.
+    let xh = ((f32(x[xb + j]) - m0) - c) * rs;
+    y[yb + j] = ${xType}(xh * wAt(row, j) + bAt(row, j));
+  }
+}
+`;
+  }
+  if (v === 'dx') {
+    return `${f16Enable(xType, gType)}
+${declareBindings(
+      [{ name: 'x', type: xType }, { name: 'g', type: gType }, { name: 'w', type: xType }, { name: 'mean', type: 'f32' }, { name: 'rstd', type: 'f32' }],
+      [{ name: 'dx', type: gType }], normLayout)}
+var<workgroup> red: array<vec2<f32>, ${NORM_WG}>;
+fn wAt(row: u32, j: u32) -> f32 {
+  if (P.hasw == 0u) { return 1.0; }
+  return f32(w[((P.row0 + row) % P.groups) * P.cpg + j / P.S]);
+}
+${MAIN_1D(NORM_WG)}
+  let row = gid;
+  if (row >= P.nrows) { return; }
+  let xb = ${off(SLOT.x)} + row * P.len;
+  let gb = ${off(SLOT.g)} + row * P.len;
+  let ob = ${off(SLOT.out)} + row * P.len;
+  let m = mean[${off(SLOT.mean)} + row];
+  let rs = rstd[${off(SLOT.rstd)} + row];
+  var a = 0.0;
+  var bb = 0.0;
+  for (var j = lid; j < P.len; j += ${NORM_WG}u) {
+    let xh = (f32(x[xb + j]) - m) * rs;
+    let wg = f32(g[gb + j]) * wAt(row, j);
+    a += wg;
+    bb += wg * xh;
+  }
+  red[lid] = vec2<f32>(a, bb);
+${TREE}
+  let n = f32(P.len);
+  let ma = red[0].x / n;
+  let mb = red[0].y / n;
+  // dx = rstd·(w·g − mean(w·g) − x̂·mean(w·g·x̂)), the means over the row.
+  for (var j = lid; j < P.len; j += ${NORM_WG}u) {
+    let xh = (f32(x[xb + j]) - m) * rs;
+    let wg = f32(g[gb + j]) * wAt(row, j);
+    dx[ob + j] = ${gType}(rs * (wg - ma - xh * mb));
+  }
+}
+`;
+  }
+  const head = `${f16Enable(xType, gType)}
+${declareBindings(
+    [{ name: 'x', type: xType }, { name: 'g', type: gType }, { name: 'mean', type: 'f32' }, { name: 'rstd', type: 'f32' }],
+    [{ name: 'pw', type: 'f32' }, { name: 'pb', type: 'f32' }], normLayout)}`;
+  // Output o = row·cpg + c sums over the S elements of channel c in that row.
+  const setup = `  let row = o / P.cpg;
+  let base = row * P.len + (o % P.cpg) * P.S;
+  let m = mean[${off(SLOT.mean)} + row];
+  let rs = rstd[${off(SLOT.rstd)} + row];`;
+  const term = `let gv = f32(g[${off(SLOT.g)} + base + s]);
+    acc += vec2<f32>(gv * (f32(x[${off(SLOT.x)} + base + s]) - m) * rs, gv);`;
+  const store = `pw[${off(SLOT.pw)} + o] = r.x;
+    pb[${off(SLOT.pb)} + o] = r.y;`;
+  if (v === 'part-seq') {
+    return `${head}
+${MAIN_1D()}
+  let o = gid * 256u + lid;
+  if (o >= P.nrows * P.cpg) { return; }
+${setup}
+  var acc = vec2<f32>(0.0, 0.0);
+  for (var s = 0u; s < P.S; s++) {
+    ${term}
+  }
+  let r = acc;
+  ${store}
+}
+`;
+  }
+  return `${head}
+var<workgroup> red: array<vec2<f32>, ${NORM_WG}>;
+${MAIN_1D(NORM_WG)}
+  let o = gid;
+  if (o >= P.nrows * P.cpg) { return; }
+${setup}
+  var acc = vec2<f32>(0.0, 0.0);
+  for (var s = lid; s < P.S; s += ${NORM_WG}u) {
+    ${term}
+  }
+  red[lid] = acc;
+${TREE}
+  if (lid == 0u) {
+    let r = red[0];
+    ${store}
+  }
+}
+`;
+}
