@@ -1,0 +1,256 @@
+// conv2d against a float64 direct convolution: 1×1 and 3×3 kernels, stride, symmetric and
+// asymmetric padding, dilation, groups and depthwise, bias or none, H ≠ W, sizes that are not
+// tile multiples; the analytic backward (dx, dw, db) against the reference's analytic backward
+// (itself checked by finite differences); f16; batch independence; the batch-chunked path; errors.
+
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { backward } from '../engine/autograd.js';
+import { roundToF16 } from '../engine/dtype.js';
+import { sizeOf } from '../engine/shape.js';
+import { tensor } from '../engine/tensor.js';
+import { Conv2dOptions, conv2d, conv2dGeometry, slice, torchPad } from '../engine/ops/index.js';
+import { assertClose, assertThrows, dot, finiteDiff, randArray, testDevice } from './helpers.js';
+
+const s = suite('conv2d');
+const dev = await testDevice();
+
+interface Case {
+  x: [number, number, number, number];
+  w: [number, number, number, number];
+  bias: boolean;
+  opts: Conv2dOptions;
+}
+
+function geo(c: Case) {
+  return conv2dGeometry(c.x, c.w, c.opts, 'test');
+}
+
+function outShape(c: Case): number[] {
+  const g = geo(c);
+  return [g.N, g.CO, g.OH, g.OW];
+}
+
+/**
+ * Visits every product term out[o] += x[xi]·w[wi] of the convolution (taps in the padding are
+ * skipped: they multiply zero). Written independently of the kernel: direct loops over
+ * (n, co, oy, ox, ci, ky, kx). The reference forward and its analytic backward both use it.
+ */
+function forEachTerm(c: Case, visit: (o: number, xi: number, wi: number, co: number) => void): void {
+  const g = geo(c);
+  const CG = g.C / g.G, COG = g.CO / g.G;
+  for (let n = 0; n < g.N; n++) {
+    for (let co = 0; co < g.CO; co++) {
+      const grp = Math.floor(co / COG);
+      for (let oy = 0; oy < g.OH; oy++) {
+        for (let ox = 0; ox < g.OW; ox++) {
+          const o = ((n * g.CO + co) * g.OH + oy) * g.OW + ox;
+          visit(o, -1, -1, co); // lets the caller add the bias once per output
+          for (let ci = 0; ci < CG; ci++) {
+            for (let ky = 0; ky < g.KH; ky++) {
+              const iy = oy * g.SH + ky * g.DH - g.PT;
+              if (iy < 0 || iy >= g.H) continue;
+              for (let kx = 0; kx < g.KW; kx++) {
+                const ix = ox * g.SW + kx * g.DW - g.PL;
+                if (ix < 0 || ix >= g.W) continue;
+                const xi = ((n * g.C + grp * CG + ci) * g.H + iy) * g.W + ix;
+                const wi = ((co * CG + ci) * g.KH + ky) * g.KW + kx;
+                visit(o, xi, wi, co);
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+function refConv(c: Case, x: Float64Array, w: Float64Array, b: Float64Array | null): Float64Array {
+  const out = new Float64Array(sizeOf(outShape(c)));
+  forEachTerm(c, (o, xi, wi, co) => {
+    if (xi < 0) { if (b) out[o] += b[co]; } else out[o] += x[xi] * w[wi];
+  });
+  return out;
+}
+
+function refBackward(c: Case, x: Float64Array, w: Float64Array, g: Float64Array): [Float64Array, Float64Array, Float64Array] {
+  const dx = new Float64Array(x.length), dw = new Float64Array(w.length), db = new Float64Array(c.w[0]);
+  forEachTerm(c, (o, xi, wi, co) => {
+    if (xi < 0) { db[co] += g[o]; return; }
+    dx[xi] += g[o] * w[wi];
+    dw[wi] += g[o] * x[xi];
+  });
+  return [dx, dw, db];
+}
+
+function label(c: Case): string {
+  return `x[${c.x}] w[${c.w}]${c.bias ? ' +b' : ''} ${JSON.stringify(c.opts)}`;
+}
+
+const cases: Case[] = [
+  { x: [1, 3, 7, 9], w: [5, 3, 3, 3], bias: true, opts: { padding: 1 } },
+  { x: [3, 3, 7, 9], w: [5, 3, 1, 1], bias: false, opts: {} },
+  { x: [3, 4, 9, 7], w: [6, 4, 3, 3], bias: true, opts: { stride: 2, padding: 1 } },
+  { x: [1, 3, 8, 6], w: [5, 3, 3, 3], bias: true, opts: { stride: 2, padding: torchPad([0, 1, 0, 1]) } }, // SD VAE down-sample
+  { x: [1, 2, 6, 7], w: [3, 2, 3, 2], bias: false, opts: { stride: [1, 2], padding: torchPad([2, 0, 1, 3]) } }, // asymmetric, all four differ
+  { x: [1, 3, 9, 10], w: [4, 3, 3, 3], bias: true, opts: { dilation: 2, padding: [2, 1] } },
+  { x: [3, 4, 5, 7], w: [6, 2, 3, 3], bias: true, opts: { groups: 2, padding: 1 } },
+  { x: [1, 4, 6, 5], w: [8, 1, 3, 3], bias: false, opts: { groups: 4, padding: 1, stride: [2, 1] } }, // depthwise, multiplier 2
+  { x: [1, 70, 3, 3], w: [66, 70, 1, 1], bias: true, opts: {} }, // M and K larger than one tile
+];
+
+s('forward f32 matches the float64 reference', async () => {
+  let seed = 1;
+  for (const c of cases) {
+    const x = randArray(sizeOf(c.x), seed++), w = randArray(sizeOf(c.w), seed++);
+    const b = c.bias ? randArray(c.w[0], seed++) : null;
+    const out = conv2d(tensor(x, c.x), tensor(w, c.w), b ? tensor(b, [c.w[0]]) : null, c.opts);
+    assert.equal([...out.shape], outShape(c), `shape of ${label(c)}`);
+    assertClose(await out.data(), refConv(c, x, w, b), 1e-5, 1e-5, label(c));
+  }
+});
+
+s('output size: floor((H + pads − d·(k−1) − 1)/s) + 1', () => {
+  const o = (h: number, k: number, st: number, p: [number, number], d = 1) =>
+    conv2dGeometry([1, 1, h, 4], [1, 1, k, 1], { stride: [st, 1], padding: [p[0], p[1], 0, 0], dilation: [d, 1] }, 't').OH;
+  assert.is(o(8, 3, 2, [0, 1]), 4);
+  assert.is(o(7, 3, 2, [1, 1]), 4);
+  assert.is(o(9, 3, 1, [0, 0], 2), 5);
+  assert.is(o(3, 3, 1, [0, 0]), 1);
+  assert.equal(torchPad([1, 2, 3, 4]), [3, 4, 1, 2]);
+});
+
+s('one pipeline per (pass, dtype) serves every shape', async () => {
+  const run = (c: Case) => conv2d(tensor(randArray(sizeOf(c.x), 1), c.x), tensor(randArray(sizeOf(c.w), 2), c.w), null, c.opts);
+  run(cases[0]);
+  await dev.sync();
+  const before = dev.pipelineCount;
+  run(cases[2]); run(cases[7]);
+  await dev.sync();
+  assert.is(dev.pipelineCount, before);
+});
+
+const gradCases = [cases[2], cases[3], cases[4], cases[5], cases[6], cases[7]];
+
+s('reference backward agrees with finite differences', () => {
+  for (const c of [cases[4], cases[6]]) {
+    const x = randArray(sizeOf(c.x), 11), w = randArray(sizeOf(c.w), 12), b = randArray(c.w[0], 13);
+    const g = randArray(sizeOf(outShape(c)), 14);
+    const [dx, dw, db] = refBackward(c, x, w, g);
+    const [fx, fw, fb] = finiteDiff((xs) => dot(refConv(c, xs[0], xs[1], xs[2]), g), [x, w, b]);
+    assertClose(dx, fx, 1e-6, 1e-7, `dx of ${label(c)}`);
+    assertClose(dw, fw, 1e-6, 1e-7, `dw of ${label(c)}`);
+    assertClose(db, fb, 1e-6, 1e-7, `db of ${label(c)}`);
+  }
+});
+
+s('backward (dx, dw, db) matches the reference analytic backward', async () => {
+  let seed = 100;
+  for (const c of gradCases) {
+    const x = randArray(sizeOf(c.x), seed++), w = randArray(sizeOf(c.w), seed++), b = randArray(c.w[0], seed++);
+    const g = randArray(sizeOf(outShape(c)), seed++);
+    const tx = tensor(x, c.x).requireGrad(), tw = tensor(w, c.w).requireGrad();
+    const tb = c.bias ? tensor(b, [c.w[0]]).requireGrad() : null;
+    const out = conv2d(tx, tw, tb, c.opts);
+    backward(out, { grad: tensor(g, outShape(c)) });
+    const [dx, dw, db] = refBackward(c, x, w, g);
+    assertClose(await tx.grad!.data(), dx, 1e-5, 1e-5, `dx of ${label(c)}`);
+    assertClose(await tw.grad!.data(), dw, 1e-5, 1e-5, `dw of ${label(c)}`);
+    if (tb) assertClose(await tb.grad!.data(), db, 1e-5, 1e-5, `db of ${label(c)}`);
+  }
+});
+
+s('f16 within tolerance (f16 inputs, f32 accumulation, f16 output)', async () => {
+  if (!dev.hasF16) return;
+  let seed = 200;
+  for (const c of [cases[2], cases[3], cases[6]]) {
+    const x = randArray(sizeOf(c.x), seed++).map(roundToF16), w = randArray(sizeOf(c.w), seed++).map(roundToF16);
+    const b = randArray(c.w[0], seed++).map(roundToF16);
+    const out = conv2d(tensor(x, c.x, 'f16'), tensor(w, c.w, 'f16'), tensor(b, [c.w[0]], 'f16'), c.opts);
+    assert.is(out.dtype, 'f16');
+    // Exact inputs, f32 sums: the error is the one rounding to f16 (≤ 2^-11 relative).
+    assertClose(await out.data(), refConv(c, x, w, b), 2 ** -11 + 1e-6, 1e-5, `f16 ${label(c)}`);
+  }
+  const c = cases[3];
+  const x = randArray(sizeOf(c.x), 300).map(roundToF16), w = randArray(sizeOf(c.w), 301).map(roundToF16);
+  const b = randArray(c.w[0], 302).map(roundToF16), g = randArray(sizeOf(outShape(c)), 303).map(roundToF16);
+  const tx = tensor(x, c.x, 'f16').requireGrad(), tw = tensor(w, c.w, 'f16').requireGrad(), tb = tensor(b, [c.w[0]], 'f16').requireGrad();
+  backward(conv2d(tx, tw, tb, c.opts), { grad: tensor(g, outShape(c), 'f16') });
+  const [dx, dw, db] = refBackward(c, x, w, g);
+  // Gradients are rounded to f16 once (sums of ≤ 48 terms of size ≤ 1 in f32).
+  assertClose(await tx.grad!.data(), dx, 2e-3, 2e-3, 'f16 dx');
+  assertClose(await tw.grad!.data(), dw, 2e-3, 2e-3, 'f16 dw');
+  assertClose(await tb.grad!.data(), db, 2e-3, 2e-3, 'f16 db');
+});
+
+function bits(x: ArrayLike<number>): number[] {
+  return Array.from(new Uint32Array(Float32Array.from(x).buffer));
+}
+
+s('batch independence: one sample alone equals the same sample in a batch, bit for bit', async () => {
+  for (const c of [cases[2], cases[6]]) {
+    const xs = [5, ...c.x.slice(1)] as [number, number, number, number];
+    const X = tensor(randArray(sizeOf(xs), 400, -3, 3), xs).requireGrad();
+    const W = tensor(randArray(sizeOf(c.w), 401, -3, 3), c.w);
+    const b = tensor(randArray(c.w[0], 402), [c.w[0]]);
+    const full = conv2d(X, W, b, c.opts);
+    const per = sizeOf(full.shape) / 5;
+    const G = tensor(randArray(full.size, 403, -3, 3), full.shape);
+    backward(full, { grad: G });
+    const x2 = tensor(await slice(X, [2, 0, 0, 0], [3, ...xs.slice(1)]).data(), [1, ...xs.slice(1)]).requireGrad();
+    const alone = conv2d(x2, W, b, c.opts);
+    backward(alone, { grad: slice(G, [2, 0, 0, 0], [3, ...full.shape.slice(1)]) });
+    assert.equal(bits(await alone.data()), bits((await full.data()).subarray(2 * per, 3 * per)), `forward, sample 2 of ${label(c)}`);
+    const xper = sizeOf(xs) / 5;
+    assert.equal(bits(await x2.grad!.data()), bits((await X.grad!.data()).subarray(2 * xper, 3 * xper)), `dx, sample 2 of ${label(c)}`);
+  }
+});
+
+s('chunked path (lowered binding limit) equals the unchunked result', async () => {
+  const c: Case = { x: [5, 3, 7, 9], w: [5, 3, 3, 3], bias: true, opts: { padding: 1, stride: [1, 2] } };
+  const x = tensor(randArray(sizeOf(c.x), 500), c.x), w = tensor(randArray(sizeOf(c.w), 501), c.w), b = tensor(randArray(5, 502), [5]);
+  const g = tensor(randArray(sizeOf(outShape(c)), 503), outShape(c));
+  const run = async () => {
+    const tx = tensor(await x.data(), c.x).requireGrad(), tw = tensor(await w.data(), c.w).requireGrad();
+    const out = conv2d(tx, tw, b, c.opts);
+    backward(out, { grad: g });
+    return [await out.data(), await tx.grad!.data(), await tw.grad!.data()];
+  };
+  const whole = await run();
+  const saved = dev.maxBindingBytes;
+  let chunked: ArrayLike<number>[];
+  const before = dev.dispatchCount;
+  try {
+    dev.maxBindingBytes = 1024; // ≈ one sample of x (756 B) per dispatch
+    chunked = await run();
+  } finally {
+    dev.maxBindingBytes = saved;
+  }
+  assert.ok(dev.dispatchCount - before >= 3 * 5, 'forward, dx and dw should each run per sample');
+  for (const [i, name] of ['forward', 'dx', 'dw'].entries()) assert.equal(bits(chunked[i]), bits(whole[i]), `chunked ${name}`);
+  assertClose(whole[0], refConv(c, Float64Array.from(await x.data()), Float64Array.from(await w.data()), Float64Array.from(await b.data())), 1e-5, 1e-5, 'chunked vs reference');
+});
+
+s('a sample or weight too large for one binding is an error naming conv2d', async () => {
+  const saved = dev.maxBindingBytes;
+  try {
+    dev.maxBindingBytes = 512;
+    await assertThrows(() => conv2d(tensor(randArray(2 * 3 * 8 * 8, 1), [2, 3, 8, 8]), tensor(randArray(27, 2), [1, 3, 3, 3])), /conv2d\(\[2,3,8,8\] f32, \[1,3,3,3\] f32/, /one sample/, /binding limit/);
+    await assertThrows(() => conv2d(tensor(randArray(4, 1), [1, 1, 2, 2]), tensor(randArray(200, 2), [200, 1, 1, 1])), /conv2d/, /\[200,1,1,1\]/, /weight/, /binding limit/);
+  } finally {
+    dev.maxBindingBytes = saved;
+  }
+});
+
+s('bad input throws naming conv2d and the shapes', async () => {
+  const x = tensor(randArray(2 * 4 * 5 * 5, 1), [2, 4, 5, 5]);
+  await assertThrows(() => conv2d(x, tensor(randArray(27, 2), [1, 3, 3, 3])), /conv2d\(\[2,4,5,5\] f32, \[1,3,3,3\] f32/, /channel mismatch/);
+  await assertThrows(() => conv2d(x, tensor(randArray(36, 2), [3, 4, 3, 1]), null, { groups: 2 }), /conv2d/, /\[3,4,3,1\]/, /groups=2 must divide/);
+  await assertThrows(() => conv2d(x, tensor(randArray(2 * 4 * 6 * 3, 2), [2, 4, 6, 3])), /conv2d/, /\[2,4,6,3\]/, /larger than the padded input/);
+  await assertThrows(() => conv2d(x, tensor(randArray(36, 2), [1, 4, 3, 3]), null, { dilation: 3 }), /conv2d/, /dilated\) kernel 7×7/);
+  await assertThrows(() => conv2d(x, tensor(randArray(36, 2), [1, 4, 3, 3]), tensor([1, 2], [2])), /conv2d/, /bias must be \[1\]/);
+  await assertThrows(() => conv2d(tensor(randArray(20, 1), [4, 5, 1]), tensor(randArray(36, 2), [1, 4, 3, 3])), /conv2d\(\[4,5,1\] f32/, /\[N, Cin, H, W\]/);
+  await assertThrows(() => conv2d(x, tensor(randArray(36, 2), [1, 4, 3, 3]), null, { stride: 0 }), /conv2d/, /stride/);
+});
+
+s.run();
