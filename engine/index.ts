@@ -12,3 +12,4 @@ export { backward, noGrad, isGradEnabled } from './autograd.js';
 export * from './ops/index.js';
 export * from './optim.js';
 export * from './io/safetensors-format.js';
+export * as nn from './nn/index.js';

@@ -13,6 +13,7 @@ export * from './random.js';
 export * from './matmul.js';
 export * from './conv2d.js';
 export * from './norm.js';
+export * from './layers.js';
 
 setGradMath({
   add: (a, b) => add(a, b),
