@@ -11,6 +11,7 @@ export * from './softmax.js';
 export * from './gather.js';
 export * from './random.js';
 export * from './matmul.js';
+export * from './attention.js';
 export * from './conv2d.js';
 export * from './norm.js';
 export * from './layers.js';
