@@ -1,0 +1,4 @@
+// The CLIP text encoder (transformers' CLIPTextModel): config, module, loading and saving.
+export * from './clip-config.js';
+export * from './clip-text-model.js';
+export * from './clip-text-io.js';
