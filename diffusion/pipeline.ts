@@ -1,0 +1,198 @@
+// Text-to-image sampling with classifier-free guidance, recording the trajectory DDPO trains on.
+//
+// prompts → tokens → text embeddings (cached per prompt) → N DDIM steps with η, each a Gaussian
+// policy step whose log-probability is recorded → latents → VAE decode (micro-batched) → images.
+//
+// Determinism: sample j's noise comes from its own counter range of the seed's Philox stream
+// (initial latents and every step's z), so the same seed gives the same images whatever the batch
+// size; and every op is batch independent, so re-evaluating a stored trajectory at another batch
+// size gives bit-identical log-probabilities.
+
+import { Tensor } from '../engine/tensor.js';
+import { keep, tidy } from '../engine/scope.js';
+import { noGrad } from '../engine/autograd.js';
+import { add, clamp, mulScalar, sub } from '../engine/ops/elementwise.js';
+import { concat, slice, stack } from '../engine/ops/movement.js';
+import { randomNormal } from '../engine/ops/random.js';
+import { tensor } from '../engine/tensor.js';
+import { StableDiffusion } from './load.js';
+import { ddimStep } from './ddim.js';
+
+/** Text embeddings per prompt, computed once and kept (the negative prompt too). */
+export class TextEmbeddingCache {
+  private cache = new Map<string, Tensor>();
+  constructor(private readonly sd: StableDiffusion) {}
+
+  /** [B, 77, D] for the prompts, in order. */
+  embed(prompts: readonly string[]): Tensor {
+    const todo = [...new Set(prompts.filter((p) => !this.cache.has(p)))];
+    if (todo.length) {
+      noGrad(() => tidy(() => {
+        const enc = this.sd.tokenizer.encodeBatch(todo);
+        const ids = tensor(enc.ids, [todo.length, enc.length], 'i32', this.sd.unet.device);
+        const h = this.sd.textEncoder.forward(ids).lastHiddenState;
+        todo.forEach((p, i) => this.cache.set(p, keep(slice(h, [i], [i + 1]))));
+      }));
+    }
+    return noGrad(() => concat(prompts.map((p) => this.cache.get(p)!), 0));
+  }
+
+  get size(): number { return this.cache.size; }
+
+  dispose(): void {
+    for (const t of this.cache.values()) t.dispose();
+    this.cache.clear();
+  }
+}
+
+export interface GuidanceInputs {
+  /** [B, 77, D] prompt embeddings */
+  cond: Tensor;
+  /** [B, 77, D] negative / empty prompt embeddings (ignored when guidance is 1) */
+  uncond: Tensor;
+  guidance: number;
+}
+
+/**
+ * The guided noise prediction ε̂ = ε(x, ∅) + g·(ε(x, c) − ε(x, ∅)) with one batched UNet call over
+ * both halves. Sampling and training both call this, so their numbers agree bit for bit.
+ */
+export function guidedNoise(sd: StableDiffusion, latents: Tensor, t: number, g: GuidanceInputs): Tensor {
+  return tidy(() => {
+    if (g.guidance === 1) return sd.unet.forward(latents, t, g.cond);
+    const B = latents.shape[0];
+    const both = sd.unet.forward(concat([latents, latents], 0), t, concat([g.uncond, g.cond], 0));
+    const u = slice(both, [0], [B]), c = slice(both, [B], [2 * B]);
+    return add(u, mulScalar(sub(c, u), g.guidance));
+  });
+}
+
+export interface SampleOptions {
+  prompts: readonly string[];
+  /** Used for the unconditional half of guidance (default ''). */
+  negativePrompt?: string;
+  steps?: number;
+  eta?: number;
+  guidance?: number;
+  seed?: number;
+  /** Index of the first sample in the seed's stream (so batch k of a run gets fresh noise). */
+  firstSample?: number;
+  /** Latent height and width (default: the UNet's sample_size). */
+  latentSize?: [number, number];
+  /** Decode to images (default true). */
+  decode?: boolean;
+  /** VAE micro-batch (default 2). */
+  decodeBatch?: number;
+  cache?: TextEmbeddingCache;
+  onStep?: (done: number, total: number) => void;
+}
+
+export interface Trajectory {
+  prompts: string[];
+  seed: number;
+  firstSample: number;
+  eta: number;
+  guidance: number;
+  numSteps: number;
+  /** t of each step (the step goes from latents[k] at timesteps[k] to latents[k+1]). */
+  timesteps: number[];
+  /** numSteps + 1 tensors [B, C, h, w] f32: x_T … x_0 */
+  latents: Tensor[];
+  /** [B, numSteps] f32 log p(latents[k+1] | latents[k]) (mean over elements), or null when η = 0 */
+  logProbs: Tensor | null;
+  /** [B, 77, D] */
+  promptEmbeds: Tensor;
+  negativeEmbeds: Tensor;
+  dispose(): void;
+}
+
+export interface SampleResult {
+  trajectory: Trajectory;
+  /** [B, 3, H, W] f32 in [0, 1], or null when decode is false */
+  images: Tensor | null;
+}
+
+/** Offsets in the Philox stream: stream k (0 = initial latents, k = step k's z) of sample j. */
+const SAMPLES_PER_STREAM = 2 ** 20;
+export function noiseOffset(stream: number, sample: number, perSample: number): number {
+  return (stream * SAMPLES_PER_STREAM + sample) * perSample;
+}
+
+export function latentShape(sd: StableDiffusion, size?: [number, number]): [number, number, number] {
+  const ss = sd.unet.config.sampleSize;
+  const [h, w] = size ?? (Array.isArray(ss) ? [ss[0], ss[1]] : [ss ?? 64, ss ?? 64]);
+  return [sd.unet.config.inChannels, h, w];
+}
+
+/** Latents → images in [0, 1]: x / scaling_factor → VAE decode → (x + 1) / 2, clamped. */
+export function decodeLatents(sd: StableDiffusion, latents: Tensor, microBatch = 2): Tensor {
+  return noGrad(() => tidy(() => {
+    const img = sd.vae.decode(mulScalar(latents, 1 / sd.vae.config.scalingFactor), { microBatch });
+    return clamp(add(mulScalar(img, 0.5), 0.5), 0, 1);
+  }));
+}
+
+export function sample(sd: StableDiffusion, opts: SampleOptions): SampleResult {
+  const prompts = [...opts.prompts];
+  const B = prompts.length;
+  if (!B) throw new Error('sample: no prompts');
+  const steps = opts.steps ?? 50, eta = opts.eta ?? 1, guidance = opts.guidance ?? 5, seed = opts.seed ?? 0;
+  const firstSample = opts.firstSample ?? 0;
+  if (firstSample + B > SAMPLES_PER_STREAM) throw new Error(`sample: sample indices beyond ${SAMPLES_PER_STREAM} per seed; use another seed`);
+  const [C, h, w] = latentShape(sd, opts.latentSize);
+  const per = C * h * w;
+  const timesteps = sd.schedule.timesteps(steps);
+  const ownCache = !opts.cache;
+  const cache = opts.cache ?? new TextEmbeddingCache(sd);
+  const dev = sd.unet.device;
+  return noGrad(() => {
+    const cond = keep(cache.embed(prompts));
+    const uncond = keep(cache.embed(new Array(B).fill(opts.negativePrompt ?? '')));
+    const latents: Tensor[] = [keep(randomNormal([B, C, h, w], seed, { offset: noiseOffset(0, firstSample, per), device: dev }))];
+    const logProbs: Tensor[] = [];
+    timesteps.forEach((t, k) => {
+      const [next, lp] = tidy(() => {
+        const x = latents[k];
+        const eps = guidedNoise(sd, x, t, { cond, uncond, guidance });
+        const z = eta > 0 ? randomNormal([B, C, h, w], seed, { offset: noiseOffset(k + 1, firstSample, per), device: dev }) : undefined;
+        const r = ddimStep(sd.schedule, eps, t, x, { numSteps: steps, eta, noise: z });
+        return [r.prevSample, r.logProb] as const;
+      });
+      latents.push(keep(next));
+      if (lp) logProbs.push(keep(lp));
+      opts.onStep?.(k + 1, steps);
+    });
+    const lpAll = logProbs.length ? keep(stack(logProbs, 1)) : null;
+    for (const t of logProbs) t.dispose();
+    const images = opts.decode === false ? null : keep(decodeLatents(sd, latents[steps], opts.decodeBatch ?? 2));
+    if (ownCache) cache.dispose();
+    const trajectory: Trajectory = {
+      prompts, seed, firstSample, eta, guidance, numSteps: steps, timesteps, latents, logProbs: lpAll,
+      promptEmbeds: cond, negativeEmbeds: uncond,
+      dispose() {
+        for (const t of latents) t.dispose();
+        lpAll?.dispose(); cond.dispose(); uncond.dispose();
+      },
+    };
+    return { trajectory, images };
+  });
+}
+
+/**
+ * Re-evaluates the log-probability of stored steps under the current weights: for samples
+ * `rows` of a trajectory at step k, the exact computation sampling did. Differentiable w.r.t.
+ * the UNet's trainable parameters (call it with grad enabled to train).
+ */
+export function stepLogProb(sd: StableDiffusion, traj: Trajectory, k: number, rows?: [number, number]): Tensor {
+  const [r0, r1] = rows ?? [0, traj.prompts.length];
+  return tidy(() => {
+    const pick = (t: Tensor) => (r0 === 0 && r1 === t.shape[0] ? t : slice(t, [r0], [r1]));
+    const x = pick(traj.latents[k]), xPrev = pick(traj.latents[k + 1]);
+    const eps = guidedNoise(sd, x, traj.timesteps[k], { cond: pick(traj.promptEmbeds), uncond: pick(traj.negativeEmbeds), guidance: traj.guidance });
+    const r = ddimStep(sd.schedule, eps, traj.timesteps[k], x, { numSteps: traj.numSteps, eta: traj.eta, prevSample: xPrev });
+    if (!r.logProb) throw new Error('stepLogProb: η = 0 trajectories have no log-probability');
+    r.prevSample.dispose();
+    r.mean.dispose();
+    return r.logProb;
+  });
+}
