@@ -4,6 +4,7 @@
 import { Command } from 'commander';
 import { doctor } from './doctor.js';
 import { demo } from './demo.js';
+import { sampleCommand } from './sample.js';
 
 process.env.XDG_RUNTIME_DIR ??= '/tmp';
 
@@ -26,6 +27,27 @@ program.command('demo')
   .option('--out <dir>', 'where to write the loss curve', 'out')
   .option('--adapter <which>', "'auto', 'gpu', 'cpu' or part of an adapter's name")
   .action(async (opts) => { process.exitCode = await demo(opts); });
+
+const collect = (v: string, prev: string[] = []) => [...prev, v];
+const int = (v: string) => { const n = Number(v); if (!Number.isInteger(n)) throw new Error(`not an integer: ${v}`); return n; };
+const num = (v: string) => { const n = Number(v); if (!Number.isFinite(n)) throw new Error(`not a number: ${v}`); return n; };
+
+program.command('sample')
+  .description('generate images from prompts with a diffusers-layout Stable Diffusion folder')
+  .requiredOption('--model <dir>', 'pipeline folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/)')
+  .option('--prompt <text>', 'a prompt (repeat for several)', collect)
+  .option('--prompts <file>', 'a file with one prompt per line')
+  .option('--negative <text>', 'negative prompt for guidance', '')
+  .option('--steps <n>', 'DDIM steps', int, 50)
+  .option('--eta <x>', 'DDIM η (0 deterministic, 1 DDPM-like)', num, 1)
+  .option('--guidance <x>', 'classifier-free guidance scale', num, 5)
+  .option('--seed <n>', 'random seed', int, 0)
+  .option('--batch <n>', 'images per batch', int, 4)
+  .option('-n, --n <n>', 'images per prompt', int, 1)
+  .option('--dtype <t>', "weights' storage type: f32 or f16", 'f32')
+  .option('--out <dir>', 'output folder', 'out/samples')
+  .option('--adapter <which>', "'auto', 'gpu', 'cpu' or part of an adapter's name")
+  .action(async (opts) => { process.exitCode = await sampleCommand(opts); });
 
 program.parseAsync(process.argv).then(() => process.exit(process.exitCode ?? 0), (e: Error) => {
   console.error(`ddpo: ${e.message}`);
