@@ -7,23 +7,17 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join, resolve } from 'node:path';
 import * as E from '../engine/index.js';
 import { loadSafetensors, readSafetensorsHeader, saveSafetensors } from '../engine/safetensors.js';
 import {
   ClipTextConfig, ClipTextModel, clipTextParameterShapes, loadClipTextModel, parseClipTextConfig, saveClipTextModel, sdV1ClipTextConfig,
 } from '../diffusion/models/clip-text.js';
-import { assertClose, assertThrows, finiteDiff, randArray, testDevice } from './helpers.js';
+import { assertClose, assertThrows, finiteDiff, randArray, testDevice, repoRoot } from './helpers.js';
 
 const dev = await testDevice();
 const s = suite('clip-text');
 
-function repoRoot(): string {
-  let d = dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(resolve(d, 'package.json'))) d = dirname(d);
-  return d;
-}
 const ref = resolve(repoRoot(), '..', 'shared', 'reference');
 const tinyDir = join(ref, 'tiny-sd-pipe', 'text_encoder');
 const ioPath = join(ref, 'tiny-sd-io', 'text_encoder_io.safetensors');

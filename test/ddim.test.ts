@@ -4,21 +4,15 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { existsSync, readFileSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { resolve } from 'node:path';
 import * as E from '../engine/index.js';
 import { DDIMSchedule } from '../diffusion/schedule.js';
 import { ddimStep, stepCoefficients } from '../diffusion/ddim.js';
-import { assertClose, assertThrows, randArray, testDevice } from './helpers.js';
+import { assertClose, assertThrows, randArray, testDevice, repoRoot } from './helpers.js';
 
 await testDevice();
 const s = suite('ddim');
 
-function repoRoot(): string {
-  let d = dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(resolve(d, 'package.json'))) d = dirname(d);
-  return d;
-}
 const shared = resolve(repoRoot(), '..', 'shared');
 const SD = { beta_start: 0.00085, beta_end: 0.012, beta_schedule: 'scaled_linear', num_train_timesteps: 1000, set_alpha_to_one: false, steps_offset: 1, clip_sample: false };
 

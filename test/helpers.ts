@@ -2,6 +2,9 @@
 // float64 reference helpers, and comparisons with readable failure messages.
 
 import * as assert from 'uvu/assert';
+import { existsSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { Device } from '../engine/device.js';
 import { createNodeDevice } from '../engine/node.js';
 import { setDefaultDevice, Tensor, tensor } from '../engine/tensor.js';
@@ -116,3 +119,13 @@ export function broadcastIndex(shape: readonly number[], outShape: readonly numb
     return off;
   };
 }
+
+/** The repository root (the folder above the compiled test file that holds package.json). */
+export function repoRoot(): string {
+  let d = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(d, 'package.json')) && dirname(d) !== d) d = dirname(d);
+  return d;
+}
+
+/** The shared reference folder beside the checkout (../shared), present for developers and CI. */
+export const SHARED_DIR = resolve(repoRoot(), '..', 'shared');

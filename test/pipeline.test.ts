@@ -4,21 +4,15 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { existsSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { resolve } from 'node:path';
 import * as E from '../engine/index.js';
 import { loadStableDiffusion, StableDiffusion } from '../diffusion/load.js';
 import { TextEmbeddingCache, sample, stepLogProb } from '../diffusion/pipeline.js';
-import { testDevice } from './helpers.js';
+import { testDevice, repoRoot } from './helpers.js';
 
 const dev = await testDevice();
 const s = suite('pipeline');
 
-function repoRoot(): string {
-  let d = dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(resolve(d, 'package.json'))) d = dirname(d);
-  return d;
-}
 const folder = resolve(repoRoot(), '..', 'shared', 'reference', 'tiny-sd-pipe');
 const have = existsSync(folder);
 let sd: StableDiffusion | null = null;

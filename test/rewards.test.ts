@@ -4,27 +4,17 @@
 
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { existsSync, readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import {
   ImageBatch, RewardPool, RewardSpec, batchFromHWC, builtinReward, combineRewards, jpegCompressibility,
   jpegIncompressibility, jpegSizesKB, loadReward, quantise, scoreBatch, toRGBA,
 } from '../rewards/index.js';
 import { PROBE_IMAGES, fnv1a, probeImage } from '../rewards/probe-images.js';
-import { assertThrows } from './helpers.js';
+import { assertThrows, repoRoot } from './helpers.js';
 
 const s = suite('rewards');
 
-function repoRoot(): string {
-  let d = dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(join(d, 'package.json'))) {
-    const up = dirname(d);
-    if (up === d) throw new Error('no package.json above the test file');
-    d = up;
-  }
-  return d;
-}
 
 const DEBUG: RewardSpec = { module: new URL('../rewards/debug.js', import.meta.url).href, export: 'makeDebugReward', args: [{ maxDelayMs: 25 }] };
 

@@ -7,13 +7,12 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join, resolve } from 'node:path';
 import { backward, tensor } from '../engine/index.js';
 import { klPenalty, percentile, ppoClipLoss, rwrSparseWeights, rwrWeights, scoreFunctionLoss, weightedMean } from '../rl/losses.js';
 import { StatTracker } from '../rl/advantages.js';
 import { ACTIVITIES, PromptRng, SIMPLE_ANIMALS, animalActivities, indefiniteArticle, promptsFromFile, promptsFromLines, samplePrompts, simpleAnimals } from '../rl/prompts.js';
-import { assertClose, assertThrows, finiteDiff, rng, testDevice } from './helpers.js';
+import { assertClose, assertThrows, finiteDiff, rng, testDevice, repoRoot } from './helpers.js';
 
 const dev = await testDevice();
 void dev;
@@ -217,15 +216,6 @@ s('StatTracker: bad input names the method', async () => {
 
 // ---------------------------------------------------------------- prompts
 
-function repoRoot(): string {
-  let d = dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(join(d, 'package.json'))) {
-    const up = dirname(d);
-    if (up === d) throw new Error('no package.json above the test file');
-    d = up;
-  }
-  return d;
-}
 const PROMPTS_DIR = resolve(repoRoot(), '..', 'shared', 'prompts');
 
 s('prompts: built-in lists match the paper files; articles', () => {

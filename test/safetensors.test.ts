@@ -6,24 +6,18 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join, resolve } from 'node:path';
 import * as E from '../engine/index.js';
 import {
   encodeSafetensorsHeader, loadSafetensors, readSafetensorsHeader, readSafetensorsHost, saveSafetensors, SafeDType,
 } from '../engine/safetensors.js';
-import { assertClose, assertThrows, randArray, rng, testDevice } from './helpers.js';
+import { assertClose, assertThrows, randArray, rng, testDevice, repoRoot } from './helpers.js';
 
 const dev = await testDevice();
 const s = suite('safetensors');
 const dir = mkdtempSync(join(tmpdir(), 'st-test-'));
 
 /** The repo root: the nearest folder above this (compiled) test file holding package.json. */
-function repoRoot(): string {
-  let d = dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(join(d, 'package.json')) && dirname(d) !== d) d = dirname(d);
-  return d;
-}
 
 /** A file from raw parts: header object (serialised as given) and data bytes. */
 function rawFile(header: unknown, data: Uint8Array, lengthOverride?: bigint): Uint8Array {

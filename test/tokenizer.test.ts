@@ -8,22 +8,15 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { existsSync, readFileSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { ClipTokenizer, clipCleanText } from '../diffusion/tokenizer.js';
 import { htmlUnescape } from '../diffusion/text/html.js';
 import { loadClipTokenizer, loadOpenAIClipTokenizer } from '../diffusion/text/load-node.js';
+import { SHARED_DIR } from './helpers.js';
 
 const s = suite('tokenizer');
 
-/** The repo root: the nearest folder above this (compiled) test file holding package.json. */
-function repoRoot(): string {
-  let d = dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(join(d, 'package.json')) && dirname(d) !== d) d = dirname(d);
-  return d;
-}
-
-const shared = resolve(repoRoot(), '..', 'shared');
+const shared = SHARED_DIR;
 const tokDir = join(shared, 'reference', 'tiny-sd-pipe', 'tokenizer');
 const casesPath = join(shared, 'reference', 'clip_tokenizer_cases.json');
 const openaiBpe = join(shared, 'clip', 'bpe_simple_vocab_16e6.txt.gz');

@@ -8,24 +8,18 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync, copyFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join, resolve } from 'node:path';
 import * as E from '../engine/index.js';
 import { Adam } from '../engine/optim.js';
 import { readSafetensorsHost, saveSafetensors } from '../engine/safetensors.js';
 import { LoRALinear } from '../engine/nn/index.js';
 import { SD_V1_UNET_CONFIG, parseUnetConfig, unetParameterShapes } from '../diffusion/models/unet-config.js';
 import { UNet2DConditionModel, injectUnetLoRA, loadUnet, saveUnet, unetLoRAStateDict } from '../diffusion/models/unet.js';
-import { assertClose, assertThrows, randTensor, testDevice } from './helpers.js';
+import { assertClose, assertThrows, randTensor, testDevice, repoRoot } from './helpers.js';
 
 const dev = await testDevice();
 const s = suite('unet');
 
-function repoRoot(): string {
-  let d = dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(join(d, 'package.json')) && dirname(d) !== d) d = dirname(d);
-  return d;
-}
 const REF = resolve(repoRoot(), '..', 'shared', 'reference');
 const UNET_DIR = join(REF, 'tiny-sd-pipe', 'unet');
 const IO = join(REF, 'tiny-sd-io', 'unet_io.safetensors');

@@ -7,8 +7,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join, resolve } from 'node:path';
 import * as E from '../engine/index.js';
 import { backward, noGrad } from '../engine/autograd.js';
 import { loadSafetensors, readSafetensorsHeader, saveSafetensors } from '../engine/safetensors.js';
@@ -16,16 +15,11 @@ import { copyInto } from '../engine/nn/module.js';
 import {
   AutoencoderKL, SD_V1_VAE_CONFIG, VaeConfig, loadVae, parseVaeConfig, saveVae, vaeParameterShapes,
 } from '../diffusion/models/vae.js';
-import { assertClose, assertThrows, randArray, testDevice } from './helpers.js';
+import { assertClose, assertThrows, randArray, testDevice, repoRoot } from './helpers.js';
 
 const dev = await testDevice();
 const s = suite('vae');
 
-function repoRoot(): string {
-  let d = dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(join(d, 'package.json')) && dirname(d) !== d) d = dirname(d);
-  return d;
-}
 const REF = resolve(repoRoot(), '..', 'shared', 'reference');
 const VAE_DIR = join(REF, 'tiny-sd-pipe', 'vae');
 const IO_FILE = join(REF, 'tiny-sd-io', 'vae_io.safetensors');
