@@ -3,15 +3,24 @@
 
 import { createNodeDevice } from '../engine/node.js';
 import { setDefaultDevice } from '../engine/tensor.js';
+import { runAttentionBench } from './attention.js';
+import { runConvBench } from './conv2d.js';
 import { runMatmulBench } from './matmul.js';
+import { runNormBench } from './norm.js';
+import { runModelsBench } from './models.js';
 
 const BENCHES = {
   matmul: runMatmulBench,
+  conv2d: runConvBench,
+  norm: runNormBench,
+  attention: runAttentionBench,
+  models: runModelsBench, // SD networks at tiny/small; SD v1 size on a GPU: node dist/bench/models.js --sd-v1
 } as const;
 type Name = keyof typeof BENCHES;
 
 const USAGE = `usage: node dist/bench/run.js [${Object.keys(BENCHES).join('|')}...] [--sizes 256,512,1024] [--quick] [--out FILE]
-  --sizes  comma-separated N for N×N×N products (default 256,512,1024,2048; 1024 at most on a software adapter)
+  --sizes  matmul: comma-separated N for N×N×N products (default 256,512,1024,2048; 1024 at most on a software adapter);
+           conv2d, norm: image sides H = W (default: SD shapes scaled to the device)
   --quick  fewer iterations
   --out    JSON results file (default bench-results/<bench>.json)`;
 

@@ -19,7 +19,9 @@
 // out-of-range rows/columns/ks read as zero and are never stored. So fwd and dx of one sample are
 // bit-identical alone or inside a batch.
 //
-// Every shape, stride, pad and offset is a uniform: one pipeline per (mode, dtype).
+// Every shape, stride, pad and offset is a uniform: one pipeline per (mode, dtype). A sample too
+// large for one binding runs as row bands through this same kernel (engine/ops/conv2d-bands.ts):
+// only H, OH and PT change per band.
 
 import { DType } from '../engine/dtype.js';
 import { ParamLayout, declareBindings, f16Enable } from './common.js';
@@ -39,7 +41,9 @@ export const convLayout = new ParamLayout([
   { name: 'SW', type: 'u32' },
   { name: 'DH', type: 'u32' },
   { name: 'DW', type: 'u32' },
-  { name: 'PT', type: 'u32' }, // top padding
+  // Top padding. i32: a row band (engine/ops/conv2d-bands.ts) shifts it, below zero for a band
+  // wholly inside the bottom padding.
+  { name: 'PT', type: 'i32' },
   { name: 'PL', type: 'u32' }, // left padding (bottom/right are implied by OH/OW)
   { name: 'CG', type: 'u32' }, // C / groups
   { name: 'COG', type: 'u32' }, // CO / groups

@@ -1,7 +1,8 @@
 // conv2d against a float64 direct convolution: 1×1 and 3×3 kernels, stride, symmetric and
 // asymmetric padding, dilation, groups and depthwise, bias or none, H ≠ W, sizes that are not
 // tile multiples; the analytic backward (dx, dw, db) against the reference's analytic backward
-// (itself checked by finite differences); f16; batch independence; the batch-chunked path; errors.
+// (itself checked by finite differences); f16; batch independence; the batch-chunked path; the
+// row-band path for a sample above the binding limit (bit-identical to the unbanded pass); errors.
 
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -10,6 +11,8 @@ import { roundToF16 } from '../engine/dtype.js';
 import { sizeOf } from '../engine/shape.js';
 import { tensor } from '../engine/tensor.js';
 import { Conv2dOptions, conv2d, conv2dGeometry, slice, torchPad } from '../engine/ops/index.js';
+import { bandOf, planBands } from '../engine/ops/conv2d-bands.js';
+import { DType } from '../engine/dtype.js';
 import { assertClose, assertThrows, dot, finiteDiff, randArray, testDevice } from './helpers.js';
 
 const s = suite('conv2d');
@@ -231,11 +234,111 @@ s('chunked path (lowered binding limit) equals the unchunked result', async () =
   assertClose(whole[0], refConv(c, Float64Array.from(await x.data()), Float64Array.from(await w.data()), Float64Array.from(await b.data())), 1e-5, 1e-5, 'chunked vs reference');
 });
 
-s('a sample or weight too large for one binding is an error naming conv2d', async () => {
+// Row bands: the sample does not fit the lowered limit but a few rows (plus halo) do.
+const bandCases: { c: Case; limit: number; what: string }[] = [
+  { c: { x: [2, 3, 13, 10], w: [4, 3, 3, 3], bias: true, opts: { stride: 2, padding: torchPad([0, 1, 0, 1]) } }, limit: 700, what: 'stride 2, pad (0,1,0,1)' },
+  { c: { x: [1, 3, 11, 9], w: [4, 3, 3, 3], bias: false, opts: { dilation: 2, padding: [2, 1] } }, limit: 700, what: 'dilation 2' },
+  { c: { x: [2, 4, 9, 7], w: [6, 2, 3, 3], bias: true, opts: { groups: 2, padding: 1 } }, limit: 700, what: 'groups 2' },
+  // Output rows 7..9 see only the bottom padding: bands there read no image row (PT' < 0).
+  { c: { x: [1, 2, 6, 40], w: [3, 2, 3, 3], bias: true, opts: { padding: [1, 5, 1, 1] } }, limit: 2000, what: 'bands inside the bottom padding' },
+  // 1×1 stride 2: dx bands over rows that no window reads (odd rows).
+  { c: { x: [1, 3, 9, 8], w: [5, 3, 1, 1], bias: true, opts: { stride: 2 } }, limit: 400, what: '1×1 stride 2' },
+];
+
+async function runWithLimit(c: Case, dtype: DType, limit: number | null, seed: number) {
+  const g = outShape(c);
+  const rnd = (n: number, sd: number) => dtype === 'f16' ? randArray(n, sd).map(roundToF16) : randArray(n, sd);
+  const x = rnd(sizeOf(c.x), seed), w = rnd(sizeOf(c.w), seed + 1), b = rnd(c.w[0], seed + 2), gv = rnd(sizeOf(g), seed + 3);
+  const saved = dev.maxBindingBytes;
+  try {
+    if (limit !== null) dev.maxBindingBytes = limit;
+    const before = dev.dispatchCount;
+    const tx = tensor(x, c.x, dtype).requireGrad(), tw = tensor(w, c.w, dtype).requireGrad();
+    const tb = c.bias ? tensor(b, [c.w[0]], dtype).requireGrad() : null;
+    const out = conv2d(tx, tw, tb, c.opts);
+    backward(out, { grad: tensor(gv, g, dtype) });
+    const res = { out: await out.data(), dx: await tx.grad!.data(), dw: await tw.grad!.data(), dispatches: dev.dispatchCount - before, x, w, b: c.bias ? b : null, g: gv };
+    return res;
+  } finally {
+    dev.maxBindingBytes = saved;
+  }
+}
+
+s('row bands: band geometry covers exactly the rows the whole pass reads', () => {
+  // For every output row and tap, the band's view (rows shifted by s0, PT') must land on the
+  // same image row as the whole pass, and every in-image row a tap reaches must be in the band.
+  for (const { c } of bandCases) {
+    const G = geo(c);
+    for (const mode of ['fwd', 'dw', 'dx'] as const) {
+      const rows = mode === 'dx' ? G.H : G.OH;
+      for (let r0 = 0; r0 < rows; r0++) {
+        for (let r1 = r0 + 1; r1 <= Math.min(rows, r0 + 3); r1++) {
+          const b = bandOf(mode, G, r0, r1);
+          assert.ok(b.s0 >= 0 && b.s1 > b.s0 && b.s1 <= (mode === 'dx' ? G.OH : G.H), `${label(c)} ${mode} [${r0},${r1}) source rows`);
+          for (let r = r0; r < r1; r++) {
+            for (let ky = 0; ky < G.KH; ky++) {
+              if (mode !== 'dx') {
+                const iy = r * G.SH + ky * G.DH - G.PT; // whole pass
+                const local = (r - r0) * G.SH + ky * G.DH - b.geo.PT; // band pass
+                const inImage = iy >= 0 && iy < G.H;
+                assert.is(local >= 0 && local < b.geo.H, inImage, `${mode} row ${r} tap ${ky}`);
+                if (inImage) assert.is(local + b.s0, iy);
+              } else {
+                const t = r + G.PT - ky * G.DH;
+                const hit = t >= 0 && t % G.SH === 0 && t / G.SH < G.OH;
+                const tl = (r - r0) + b.geo.PT - ky * G.DH;
+                const hitLocal = tl >= 0 && tl % G.SH === 0 && tl / G.SH < b.geo.OH;
+                assert.is(hitLocal, hit, `dx row ${r} tap ${ky}`);
+                if (hit) assert.is(tl / G.SH + b.s0, t / G.SH);
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+});
+
+s('row bands: a sample above the binding limit gives the unbanded bits (forward, dx, dw)', async () => {
+  let seed = 600;
+  for (const { c, limit, what } of bandCases) {
+    const G = geo(c);
+    // The case must really band: one sample exceeds the limit, and each pass has several bands.
+    assert.ok(Math.max(G.C * G.H * G.W, G.CO * G.OH * G.OW) * 4 > limit, `${what}: one sample should exceed ${limit} bytes`);
+    for (const mode of ['fwd', 'dx', 'dw'] as const) assert.ok(planBands(mode, G, limit, 4, 't').length >= 2, `${what}: ${mode} should use several bands`);
+    const whole = await runWithLimit(c, 'f32', null, seed);
+    const banded = await runWithLimit(c, 'f32', limit, seed);
+    seed += 4;
+    assert.ok(banded.dispatches > whole.dispatches, `${what}: the banded run should record more dispatches`);
+    assert.equal(bits(banded.out), bits(whole.out), `${what}: forward`);
+    assert.equal(bits(banded.dx), bits(whole.dx), `${what}: dx`);
+    assert.equal(bits(banded.dw), bits(whole.dw), `${what}: dw`);
+    // And both are right (so the test fails on a kernel wrong in both paths alike).
+    assertClose(banded.out, refConv(c, banded.x, banded.w, banded.b), 1e-5, 1e-5, `${what}: forward vs reference`);
+    const [dx, dw] = refBackward(c, banded.x, banded.w, banded.g);
+    assertClose(banded.dx, dx, 1e-5, 1e-5, `${what}: dx vs reference`);
+    assertClose(banded.dw, dw, 1e-5, 1e-5, `${what}: dw vs reference`);
+  }
+});
+
+s('row bands in f16 give the unbanded bits', async () => {
+  if (!dev.hasF16) return;
+  const { c, limit } = bandCases[0];
+  const whole = await runWithLimit(c, 'f16', null, 700);
+  const f16Limit = 500; // below one f16 sample (780 bytes), above the f32 weight gradient (432)
+  const banded = await runWithLimit(c, 'f16', f16Limit, 700);
+  assert.ok(planBands('fwd', geo(c), f16Limit, 2, 't').length >= 2);
+  assert.equal(bits(banded.out), bits(whole.out), 'f16 forward');
+  assert.equal(bits(banded.dx), bits(whole.dx), 'f16 dx');
+  assert.equal(bits(banded.dw), bits(whole.dw), 'f16 dw');
+});
+
+s('a weight or a one-row band too large for one binding is an error naming conv2d', async () => {
   const saved = dev.maxBindingBytes;
   try {
     dev.maxBindingBytes = 512;
-    await assertThrows(() => conv2d(tensor(randArray(2 * 3 * 8 * 8, 1), [2, 3, 8, 8]), tensor(randArray(27, 2), [1, 3, 3, 3])), /conv2d\(\[2,3,8,8\] f32, \[1,3,3,3\] f32/, /one sample/, /binding limit/);
+    // One output row needs 3 input rows of 3 × 30 f32: 1080 bytes.
+    await assertThrows(() => conv2d(tensor(randArray(2 * 3 * 8 * 30, 1), [2, 3, 8, 30]), tensor(randArray(27, 2), [1, 3, 3, 3])), /conv2d\(\[2,3,8,30\] f32, \[1,3,3,3\] f32/, /band of one row/, /binding limit/);
     await assertThrows(() => conv2d(tensor(randArray(4, 1), [1, 1, 2, 2]), tensor(randArray(200, 2), [200, 1, 1, 1])), /conv2d/, /\[200,1,1,1\]/, /weight/, /binding limit/);
   } finally {
     dev.maxBindingBytes = saved;

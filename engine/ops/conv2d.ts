@@ -3,18 +3,22 @@
 // (kernels/conv2d.ts), the bias gradient is a sum of g over N, H, W.
 //
 // Binding limit: the batch is split into runs of samples whose x / out / g windows each fit one
-// binding (the weights are bound whole). A single sample (or the weights) too large for a binding
-// is an Error naming conv2d and the shapes; splitting one sample by output rows is a later
-// improvement.
+// binding (the weights are bound whole). A single sample too large for a binding runs as row
+// bands (conv2d-bands.ts): each band's rows, with the halo its kernel rows reach, are gathered
+// into a small contiguous tensor, convolved with the unchanged kernel and scattered back; the
+// result is bit-identical to the unbanded pass (forward, dx and dw alike). Weights too large for
+// a binding are an Error naming conv2d and the shapes.
 
 import { record } from '../autograd.js';
 import { bytesOf } from '../dtype.js';
 import { fmt } from '../shape.js';
 import { Tensor } from '../tensor.js';
 import { CONV_SHARED_BYTES, CONV_THREADS, CONV_TILE, ConvMode, convKey, convLayout, convWGSL } from '../../kernels/conv2d.js';
+import { planBands } from './conv2d-bands.js';
 import { cast } from './elementwise.js';
 import { full } from './movement.js';
 import { sum } from './reduce.js';
+import { runMap } from './run-map.js';
 
 export interface Conv2dOptions {
   /** Stride: one number for both dims, or [sh, sw]. Default 1. */
@@ -103,10 +107,10 @@ export function conv2dGeometry(xShape: readonly number[], wShape: readonly numbe
  * none; f32 or f16 (all alike), f32 accumulation. Output [N, Cout, OH, OW] with
  * OH = floor((H + top + bottom − dh·(kh−1) − 1)/sh) + 1 (likewise OW).
  *
- * One sample's result does not depend on the batch it is in (bit for bit). If one sample's
- * input or output, or the weight, exceeds the device's storage-binding limit, this throws an
- * Error naming conv2d and the shapes (split the image into row bands yourself, or use a smaller
- * resolution); whole batches are split automatically.
+ * One sample's result does not depend on the batch it is in (bit for bit). Batches are split
+ * automatically, and so is one sample larger than the device's storage-binding limit (into row
+ * bands, same bits). A weight above that limit, or a single row band that does not fit, throws
+ * an Error naming conv2d and the shapes.
  */
 export function conv2d(x: Tensor, w: Tensor, bias?: Tensor | null, opts: Conv2dOptions = {}): Tensor {
   const label = describeCall(x, w, bias, opts);
@@ -165,10 +169,10 @@ function windowOf(o: Operand, firstElem: number, elems: number, align: number) {
 }
 
 /**
- * Samples per dispatch so that every per-sample window fits a binding; throws when the weight or
- * one sample does not fit.
+ * Samples per dispatch so that every per-sample window fits a binding; 0 when one sample does not
+ * fit (the caller splits it into row bands); throws when the weight does not fit.
  */
-function samplesPerChunk(ops: Operand[], N: number, maxBinding: number, align: number, label: string, geo: Conv2dGeometry): number {
+function samplesPerChunk(ops: Operand[], N: number, maxBinding: number, align: number, label: string): number {
   for (const o of ops) {
     if (o.perSample === 0 && Math.ceil((o.total * o.elementBytes) / 4) * 4 > maxBinding) {
       throw new Error(`${label}: the weight (${o.total * o.elementBytes} bytes) exceeds the storage-binding limit of ${maxBinding} bytes; split Cout into several convolutions and concat the outputs`);
@@ -178,15 +182,70 @@ function samplesPerChunk(ops: Operand[], N: number, maxBinding: number, align: n
   if (split.every((o) => Math.ceil((N * o.perSample * o.elementBytes) / 4) * 4 <= maxBinding)) return N;
   let n = N;
   for (const o of split) n = Math.min(n, Math.floor((maxBinding - align - 4) / (o.perSample * o.elementBytes)));
-  if (n < 1) {
-    const bytes = Math.max(...split.map((o) => o.perSample * o.elementBytes));
-    throw new Error(`${label}: one sample (input [${geo.C},${geo.H},${geo.W}], output [${geo.CO},${geo.OH},${geo.OW}]) needs a ${bytes}-byte binding, above the storage-binding limit of ${maxBinding} bytes; conv2d splits only along the batch: use a smaller image (or split it into overlapping row bands) or fewer channels`);
-  }
-  return n;
+  return Math.max(n, 0);
 }
 
-/** Records the dispatches of one convolution pass (fwd, dx or dw), split along the batch. */
-function runConv(mode: ConvMode, geo: Conv2dGeometry, inputs: (Tensor | null)[], out: Tensor, label: string): void {
+const copyKernel = (t: Tensor) => ({ name: 'copy', inTypes: [t.dtype], outType: t.dtype, ctype: 'f32' as const, expr: 'a' });
+
+/**
+ * Copies rows [srcRow, srcRow + rows) of every channel of sample `srcSample` of src (rows per
+ * channel: srcH) to rows from dstRow of sample `dstSample` of dst (dstH rows per channel). The
+ * strided map kernel (the pipeline slice/concat use) splits it where a window would not fit.
+ */
+function copyRows(src: Tensor, srcSample: number, srcH: number, srcRow: number, dst: Tensor, dstSample: number, dstH: number, dstRow: number, channels: number, rows: number, width: number, label: string): void {
+  runMap(copyKernel(src), [channels, rows, width],
+    [{ t: src, strides: [srcH * width, width, 1], offset: (srcSample * channels * srcH + srcRow) * width }],
+    { t: dst, strides: [dstH * width, width, 1], offset: (dstSample * channels * dstH + dstRow) * width },
+    [0, 0], `${label} (row band copy)`);
+}
+
+/**
+ * One pass over samples whose x / out / g do not fit a binding: per sample, per row band, gather
+ * the band's rows into temporaries, run the kernel on them and scatter (fwd, dx) or accumulate
+ * (dw, continuing the f32 sum in the order sample, output row: the order of the whole pass).
+ */
+function runBanded(mode: ConvMode, geo: Conv2dGeometry, inputs: (Tensor | null)[], out: Tensor, label: string): void {
+  const dev = out.device;
+  const dtype = inputs[0]!.dtype;
+  const bands = planBands(mode, geo, dev.maxBindingBytes, bytesOf(dtype), label);
+  const { N, C, H, W, CO, OH, OW } = geo;
+  let first = true;
+  for (let s = 0; s < N; s++) {
+    for (const b of bands) {
+      const temps: Tensor[] = [];
+      const temp = (shape: number[], dt = dtype) => { const t = new Tensor(dev, shape, dt); temps.push(t); return t; };
+      const rB = b.r1 - b.r0, sB = b.s1 - b.s0;
+      if (mode === 'fwd') {
+        const [x, w, bias] = inputs as [Tensor, Tensor, Tensor | null];
+        const xb = temp([1, C, sB, W]), ob = temp([1, CO, rB, OW]);
+        copyRows(x, s, H, b.s0, xb, 0, sB, 0, C, sB, W, label);
+        runConv(mode, b.geo, [xb, w, bias], ob, label);
+        copyRows(ob, 0, rB, 0, out, s, OH, b.r0, CO, rB, OW, label);
+      } else if (mode === 'dx') {
+        const [g, w] = inputs as [Tensor, Tensor];
+        const gb = temp([1, CO, sB, OW]), db = temp([1, C, rB, W]);
+        copyRows(g, s, OH, b.s0, gb, 0, sB, 0, CO, sB, OW, label);
+        runConv(mode, b.geo, [gb, w], db, label);
+        copyRows(db, 0, rB, 0, out, s, H, b.r0, C, rB, W, label);
+      } else {
+        const [g, x] = inputs as [Tensor, Tensor];
+        const gb = temp([1, CO, rB, OW]), xb = temp([1, C, sB, W]);
+        copyRows(g, s, OH, b.r0, gb, 0, rB, 0, CO, rB, OW, label);
+        copyRows(x, s, H, b.s0, xb, 0, sB, 0, C, sB, W, label);
+        runConv(mode, b.geo, [gb, xb], out, label, !first);
+      }
+      first = false;
+      // Recorded work runs in order, so a pooled buffer reused by the next band is safe.
+      for (const t of temps) t.dispose();
+    }
+  }
+}
+
+/**
+ * Records the dispatches of one convolution pass (fwd, dx or dw), split along the batch (or into
+ * row bands when one sample does not fit). carry (dw only): continue the sum already in out.
+ */
+function runConv(mode: ConvMode, geo: Conv2dGeometry, inputs: (Tensor | null)[], out: Tensor, label: string, carry = false): void {
   const dev = out.device;
   if (CONV_SHARED_BYTES > dev.limits.maxComputeWorkgroupStorageSize || CONV_THREADS > dev.limits.maxComputeInvocationsPerWorkgroup) {
     throw new Error(`${label}: the conv2d kernel needs ${CONV_SHARED_BYTES} bytes of workgroup memory and ${CONV_THREADS} threads; this device allows ${dev.limits.maxComputeWorkgroupStorageSize} and ${dev.limits.maxComputeInvocationsPerWorkgroup}`);
@@ -224,7 +283,8 @@ function runConv(mode: ConvMode, geo: Conv2dGeometry, inputs: (Tensor | null)[],
     ];
   }
   const align = dev.limits.minStorageBufferOffsetAlignment;
-  const per = samplesPerChunk(ops, N, dev.maxBindingBytes, align, label, geo);
+  const per = samplesPerChunk(ops, N, dev.maxBindingBytes, align, label);
+  if (per === 0) { runBanded(mode, geo, inputs, out, label); return; }
   const maxG = dev.limits.maxComputeWorkgroupsPerDimension;
   const { BM, BN } = CONV_TILE;
   for (let s0 = 0; s0 < N; s0 += per) {
@@ -239,7 +299,7 @@ function runConv(mode: ConvMode, geo: Conv2dGeometry, inputs: (Tensor | null)[],
       C, H, W, CO, OH, OW, KH, KW, SH: geo.SH, SW: geo.SW, DH: geo.DH, DW: geo.DW, PT: geo.PT, PL: geo.PL,
       CG, COG, G, M, N: NN, K,
       off0: wins[0].offset, off1: wins[1].offset, off2: mode === 'fwd' ? wins[2].offset : 0, offO: outWin.offset,
-      flag: mode === 'fwd' ? (inputs[2] ? 1 : 0) : mode === 'dw' ? (s0 > 0 ? 1 : 0) : 0,
+      flag: mode === 'fwd' ? (inputs[2] ? 1 : 0) : mode === 'dw' ? (s0 > 0 || carry ? 1 : 0) : 0,
     };
     const gx = Math.ceil(NN / BN), gy = Math.ceil(M / BM);
     for (let z = 0; z < gz; z += maxG) {
