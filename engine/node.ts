@@ -19,15 +19,20 @@ export interface NodeDeviceOptions extends DeviceOptions {
   adapter?: string;
 }
 
-let gpuObject: GPU | null = null;
+// One Dawn instance per flag set, created on first use. Creating a second instance in a process
+// that later starts worker threads crashed Dawn here, so a choice creates only the one it needs.
+const instances = new Map<string, GPU>();
 
 function dawn(extra: string[] = []): GPU {
-  if (extra.length) return create([...DAWN_FLAGS, ...extra]);
-  if (!gpuObject) {
+  const flags = [...DAWN_FLAGS, ...extra];
+  const key = flags.join('|');
+  let gpu = instances.get(key);
+  if (!gpu) {
     Object.assign(globalThis, globals); // GPUBufferUsage and friends, as in a browser
-    gpuObject = create(DAWN_FLAGS);
+    gpu = create(flags);
+    instances.set(key, gpu);
   }
-  return gpuObject;
+  return gpu;
 }
 
 export function adapterDescription(adapter: GPUAdapter): string {
@@ -54,10 +59,8 @@ export async function requestNodeAdapter(choice = process.env.DDPO_ADAPTER ?? 'a
   const want = choice.toLowerCase();
   let adapter: GPUAdapter | null = null;
   if (want === 'cpu') {
-    adapter = await dawn().requestAdapter({ forceFallbackAdapter: true });
-    if (!adapter || !isSoftwareAdapter(adapter)) {
-      adapter = await dawn(['adapter=llvmpipe']).requestAdapter();
-    }
+    adapter = await dawn(['adapter=llvmpipe']).requestAdapter();
+    if (!adapter || !isSoftwareAdapter(adapter)) adapter = await dawn().requestAdapter({ forceFallbackAdapter: true });
   } else if (want === 'auto' || want === 'gpu') {
     adapter = await dawn().requestAdapter({ powerPreference: 'high-performance' });
     if (want === 'gpu' && (!adapter || isSoftwareAdapter(adapter))) {
