@@ -1,0 +1,354 @@
+// `ddpo train`, `ddpo eval` and `ddpo config`: the command-line face of the DDPO trainer.
+//
+// train: resolves the run config (defaults < run.json < flags), loads the model, runs epochs with
+// a progress line, writes the run folder's report after each epoch (rl/report.ts), checkpoints
+// every `save_every` epochs, and on Ctrl-C finishes the current step, saves and exits.
+// eval: the reward of a checkpoint on held-out prompts (mean ± std), printed and written to eval.json.
+// config: prints the resolved config, or the docs of every option.
+
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { createNodeDevice } from '../engine/node.js';
+import { Device } from '../engine/device.js';
+import { Tensor, setDefaultDevice } from '../engine/tensor.js';
+import { StableDiffusion, disposeStableDiffusion, loadStableDiffusion } from '../diffusion/load.js';
+import { TextEmbeddingCache, sample } from '../diffusion/pipeline.js';
+import { LORA_WEIGHT_NAME, loadUnetLoRA } from '../diffusion/lora-io.js';
+import { injectUnetLoRA, unetLoRAStateDict } from '../diffusion/models/unet.js';
+import { loadCheckpointWeights, readCheckpoint } from '../rl/checkpoint.js';
+import { RewardPool } from '../rewards/pool.js';
+import { createTinyPipeline } from '../rl/tiny-model.js';
+import { PromptRng, samplePrompts } from '../rl/prompts.js';
+import {
+  Overrides, ResolvedConfig, coerceOverride, configDocs, describeReward, parseSetArgs, promptFn, resolveConfig, rewardSpec, toTrainConfig,
+} from '../rl/config.js';
+import { RunReport, rewardStats } from '../rl/report.js';
+import { EpochRecord, RunResult, Trainer, TrainerOptions } from '../rl/trainer.js';
+import { writeFileAtomic } from './files.js';
+import { Progress, fmtTime } from './progress.js';
+
+/** Options of `ddpo train` (commander's parsed flags). */
+export interface TrainCliOptions {
+  config?: string;
+  set?: string[];
+  resume?: string;
+  epochs?: number;
+  out?: string;
+  model?: string;
+  algorithm?: string;
+  prompts?: string;
+  reward?: string;
+  seed?: number;
+  adapter?: string;
+  dtype?: string;
+}
+
+/** Reads a JSON config file; the error says which file and what is wrong with it. */
+export function readConfigFile(path: string): unknown {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new Error(`cannot read config file ${path}: ${(e as Error).message}. Give an existing JSON file to --config (\`{}\` uses every default; see docs/config.md)`);
+  }
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new Error(`config file ${path} is not valid JSON: ${(e as Error).message}`);
+  }
+}
+
+/** The dotted-key overrides the flags make: `--set` pairs first, then the dedicated flags (which win). */
+export function cliOverrides(o: TrainCliOptions): [string, unknown][] {
+  const pairs: [string, unknown][] = parseSetArgs(o.set ?? []);
+  const direct: [string, unknown][] = [
+    ['epochs', o.epochs], ['out', o.out], ['model', o.model], ['algorithm', o.algorithm], ['prompts', o.prompts],
+    ['reward', o.reward], ['seed', o.seed], ['adapter', o.adapter], ['dtype', o.dtype],
+  ];
+  for (const [k, v] of direct) if (v !== undefined) pairs.push([k, v]);
+  return pairs;
+}
+
+// Options that may differ when resuming without changing what the run computes.
+const RESUME_SAFE = new Set(['epochs', 'out', 'adapter', 'save_every', 'reward_options.workers', 'reward_options.timeout_s', 'reward_options.max_retries']);
+
+/**
+ * The run's config. With --resume DIR the base is DIR/config.json (the resolved config the run
+ * started with), `out` defaults to DIR, and overrides other than epochs/out/adapter/save_every/
+ * reward_options are refused: they would make the resumed run differ from an uninterrupted one.
+ */
+export function resolveTrainConfig(o: TrainCliOptions): ResolvedConfig {
+  const overrides = cliOverrides(o);
+  if (!o.resume) return resolveConfig(o.config ? readConfigFile(o.config) : undefined, overrides);
+  const saved = join(o.resume, 'config.json');
+  if (!existsSync(saved)) {
+    throw new Error(`--resume ${o.resume}: no config.json there. Give the run folder a previous \`ddpo train\` wrote (its --out, default runs/ddpo)`);
+  }
+  if (o.config) throw new Error('--resume continues a run with the config it started with; drop --config (change the number of epochs with --epochs)');
+  const changed = overrides.map(([k]) => k).filter((k) => !RESUME_SAFE.has(k));
+  if (changed.length) {
+    throw new Error(`--resume: ${changed.join(', ')} cannot change when resuming (the run would no longer match an uninterrupted one); only ${[...RESUME_SAFE].join(', ')} can. Start a new run with --out instead`);
+  }
+  const withOut: [string, unknown][] = [['out', o.resume], ...overrides];
+  return resolveConfig(readConfigFile(saved), withOut);
+}
+
+/** `ddpo config`: prints the resolved config (or, with --docs, the table of every option). */
+export async function configCommand(o: TrainCliOptions & { docs?: boolean }): Promise<number> {
+  if (o.docs) {
+    process.stdout.write(configDocs());
+    return 0;
+  }
+  console.log(JSON.stringify(resolveTrainConfig(o), null, 2));
+  return 0;
+}
+
+/** Loads the model a config names: 'tiny' builds the small random SD-architecture model. */
+export async function loadModel(cfg: Pick<ResolvedConfig, 'model' | 'dtype' | 'seed'>, device: Device): Promise<StableDiffusion> {
+  if (cfg.model === 'tiny') return createTinyPipeline({ device, seed: cfg.seed });
+  if (!existsSync(cfg.model) || !statSync(cfg.model).isDirectory()) {
+    throw new Error(`model ${cfg.model}: not a folder. Give a diffusers-layout Stable Diffusion folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/) with --model, or --model tiny for the built-in small model`);
+  }
+  return loadStableDiffusion(cfg.model, { device, dtype: cfg.dtype });
+}
+
+function describePrompts(p: ResolvedConfig['prompts']): string {
+  return typeof p === 'string' ? p : `${p.file}${p.from !== undefined || p.to !== undefined ? ` lines [${p.from ?? 0}, ${p.to ?? 'end'})` : ''}`;
+}
+
+/** The run folder's checkpoint (replaced atomically at each save). */
+export function checkpointDir(out: string): string {
+  return join(out, 'checkpoint');
+}
+
+/** `ddpo train`. */
+export async function trainCommand(o: TrainCliOptions): Promise<number> {
+  const cfg = resolveTrainConfig(o);
+  if (cfg.dtype === 'f16') {
+    throw new Error("dtype 'f16' cannot train yet: LoRA layers and full fine-tuning both need an f32 UNet in this engine. Use --dtype f32 (f16 works for `ddpo sample`)");
+  }
+  const prompts = promptFn(cfg.prompts); // a bad prompt file fails now, not after the model loads
+  const ckpt = checkpointDir(cfg.out);
+  if (o.resume && !existsSync(join(ckpt, 'trainer.json'))) {
+    throw new Error(`--resume ${o.resume}: no checkpoint at ${ckpt} (the run stopped before its first save). Start it again without --resume`);
+  }
+  if (!o.resume && existsSync(join(ckpt, 'trainer.json'))) {
+    throw new Error(`${cfg.out} already holds a run (${ckpt}). Continue it with \`ddpo train --resume ${cfg.out}\`, or choose another --out`);
+  }
+  const device = await createNodeDevice({ adapter: cfg.adapter });
+  setDefaultDevice(device);
+  const perEpoch = cfg.sample.batch_size * cfg.sample.batches_per_epoch;
+  console.log(`device: ${device.adapterName}`);
+  console.log(`run: ${cfg.algorithm} on ${describeReward(cfg.reward)}, prompts ${describePrompts(cfg.prompts)}, ${cfg.epochs} epochs × ${perEpoch} samples (${cfg.sample.steps} steps, guidance ${cfg.sample.guidance}), ${cfg.lora.enabled ? `LoRA rank ${cfg.lora.rank}` : 'full fine-tuning'}, lr ${cfg.train.lr} -> ${cfg.out}/`);
+  const t0 = performance.now();
+  const sd = await loadModel(cfg, device);
+  console.log(`model: ${cfg.model} loaded in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+
+  // The bar counts samples (its rate is samples/s over sampling, reward and training together);
+  // within an epoch, sampling moves it through the first half of the epoch's share, training the second.
+  let progress: Progress | null = null;
+  let firstEpoch = 0;
+  let report: RunReport | null = null;
+  const onEpoch = (rec: EpochRecord) => {
+    report!.addEpoch(rec); // the trainer logs the epoch's line itself
+    progress?.update((rec.epoch - firstEpoch) * perEpoch);
+  };
+  const onProgress = (p: { epoch: number; phase: 'sampling' | 'training'; done: number; total: number }) => {
+    if (!progress || !(p.total > 0)) return;
+    // Sampling fills the first half of an epoch's share of the bar, training the second.
+    const frac = 0.5 * Math.min(1, p.done / p.total) + (p.phase === 'training' ? 0.5 : 0);
+    progress.update((p.epoch - 1 - firstEpoch) * perEpoch + Math.min(perEpoch - 1, Math.floor(frac * perEpoch)));
+  };
+  const opts: TrainerOptions = {
+    sd, reward: rewardSpec(cfg.reward), prompts, evalPrompts: cfg.eval.prompts ?? undefined, onEpoch, onProgress,
+    checkpointDir: ckpt, log: (m) => process.stderr.write(`${m}\n`),
+    rewardPool: { workers: cfg.reward_options.workers ?? undefined, timeoutMs: cfg.reward_options.timeout_s * 1000 },
+  };
+  const tc = toTrainConfig(cfg);
+  let trainer: Trainer;
+  try {
+    trainer = o.resume
+      // What may differ on resume (resolveTrainConfig allows only these); the rest comes from the checkpoint.
+      ? await Trainer.resume(ckpt, opts, { num_epochs: tc.num_epochs, save_every: tc.save_every, reward_retries: tc.reward_retries, max_dropped_fraction: tc.max_dropped_fraction })
+      : await Trainer.create(tc, opts);
+  } catch (e) {
+    disposeStableDiffusion(sd);
+    device.destroy();
+    throw e;
+  }
+  firstEpoch = trainer.epoch;
+  report = new RunReport(cfg.out, {
+    config: cfg,
+    // Metrics written after the checkpoint (epochs > trainer.epoch) are replaced as the run redoes them.
+    resumeEpoch: o.resume ? trainer.epoch + 1 : undefined,
+    title: `DDPO: ${cfg.algorithm} on ${describeReward(cfg.reward)}`,
+    facts: {
+      device: device.adapterName, model: cfg.model, algorithm: cfg.algorithm, reward: describeReward(cfg.reward),
+      prompts: describePrompts(cfg.prompts), 'samples per epoch': perEpoch, 'DDIM steps': cfg.sample.steps, guidance: cfg.sample.guidance,
+      adaptation: cfg.lora.enabled ? `LoRA rank ${cfg.lora.rank}` : 'full fine-tuning', 'learning rate': cfg.train.lr,
+      started: new Date().toISOString(), ...(o.resume ? { 'resumed after epoch': trainer.epoch } : {}),
+    },
+  });
+  if (o.resume) console.log(`resuming after epoch ${trainer.epoch} of ${cfg.epochs}`);
+  progress = new Progress(Math.max(cfg.epochs - trainer.epoch, 1) * perEpoch, 'training', 'sample');
+
+  // Ctrl-C: stop at the next safe point and save; a second Ctrl-C quits at once without saving.
+  let interrupts = 0;
+  const onSigint = () => {
+    interrupts++;
+    if (interrupts === 1) {
+      process.stderr.write('\nstopping: finishing the current step, then saving a checkpoint (Ctrl-C again to quit without saving)\n');
+      trainer.requestStop();
+    } else {
+      process.stderr.write('quitting without saving; the last checkpoint is intact\n');
+      process.exit(130);
+    }
+  };
+  process.on('SIGINT', onSigint);
+  let result: RunResult | null = null;
+  try {
+    result = await trainer.run();
+  } finally {
+    process.off('SIGINT', onSigint);
+    const status = result ? `${result.status} after epoch ${result.epoch}${result.message ? `: ${result.message}` : ''}` : 'failed (see the error)';
+    report.setFacts({ finished: new Date().toISOString(), status, 'wall time': fmtTime((performance.now() - t0) / 1000) });
+    report.writeHtml();
+    await trainer.close();
+    disposeStableDiffusion(sd);
+    device.destroy();
+  }
+  const where = `report ${join(cfg.out, 'report.html')}, metrics ${join(cfg.out, 'metrics.jsonl')}, checkpoint ${result.checkpoint ?? '(none)'}`;
+  if (result.status === 'done') {
+    console.log(`done: ${cfg.epochs} epochs; ${where}`);
+    return 0;
+  }
+  if (result.status === 'stopped') {
+    console.log(`stopped after epoch ${result.epoch}; ${where}. Continue with: ddpo train --resume ${cfg.out}`);
+    return 0;
+  }
+  console.error(`stopped: the reward failed (${result.message ?? 'too many dropped samples'}); ${where}. Fix the reward, then continue with: ddpo train --resume ${cfg.out}`);
+  return 2;
+}
+
+// ------------------------------------------------------------------------------------------
+// ddpo eval
+
+export interface EvalCliOptions {
+  checkpoint: string;
+  /** A prompt set: a built-in name, FILE or FILE:FROM-TO (default: the run's eval prompts, else its training prompts). */
+  prompts?: string;
+  prompt?: string[];
+  n: number;
+  seed: number;
+  batch?: number;
+  out?: string;
+  adapter?: string;
+  /** Run config to use when the checkpoint folder has none. */
+  config?: string;
+  set?: string[];
+}
+
+/** The run config of a checkpoint: config.json in the checkpoint folder or a folder above it. */
+function checkpointConfig(dir: string): string | null {
+  let d = resolve(dir);
+  for (let i = 0; i < 3; i++) {
+    if (existsSync(join(d, 'config.json'))) return join(d, 'config.json');
+    d = dirname(d);
+  }
+  return null;
+}
+
+/**
+ * Loads a checkpoint's trained weights into sd: a `ddpo train` checkpoint folder (trainer.json +
+ * weights.safetensors, rl/checkpoint.ts; LoRA adapters are injected first with the run's rank), or
+ * a diffusers LoRA file (pytorch_lora_weights.safetensors) as other tools write them.
+ */
+async function loadCheckpointInto(sd: StableDiffusion, dir: string, cfg: ResolvedConfig): Promise<string> {
+  if (existsSync(join(dir, 'trainer.json'))) {
+    const file = await readCheckpoint<unknown>(dir);
+    let targets: Map<string, Tensor>;
+    if (file.weights.kind === 'lora') {
+      injectUnetLoRA(sd.unet, { rank: cfg.lora.rank });
+      targets = unetLoRAStateDict(sd.unet);
+    } else {
+      targets = sd.unet.stateDict();
+    }
+    await loadCheckpointWeights(dir, file, targets);
+    return join(dir, file.weights.file);
+  }
+  const lora = [join(dir, LORA_WEIGHT_NAME), join(dir, 'unet', LORA_WEIGHT_NAME)].find((p) => existsSync(p));
+  if (lora) {
+    await loadUnetLoRA(sd.unet, lora);
+    return lora;
+  }
+  throw new Error(`${dir}: neither a checkpoint (trainer.json) nor ${LORA_WEIGHT_NAME}. Give --checkpoint a checkpoint folder written by \`ddpo train\` (inside its run folder)`);
+}
+
+/** `ddpo eval`: a checkpoint's reward on held-out prompts, mean ± std; writes eval.json. */
+export async function evalCommand(o: EvalCliOptions): Promise<number> {
+  if (!existsSync(o.checkpoint)) throw new Error(`--checkpoint ${o.checkpoint}: no such folder. Give a run folder or its checkpoint/ written by \`ddpo train\``);
+  // A run folder stands for its checkpoint; eval.json goes into the run folder, beside (not into)
+  // the checkpoint, which the trainer replaces whole at each save.
+  const ckpt = existsSync(join(o.checkpoint, 'trainer.json')) || !existsSync(join(checkpointDir(o.checkpoint), 'trainer.json')) ? o.checkpoint : checkpointDir(o.checkpoint);
+  const runDir = existsSync(join(ckpt, 'trainer.json')) ? dirname(resolve(ckpt)) : ckpt;
+  const cfgPath = o.config ?? checkpointConfig(ckpt);
+  if (!cfgPath) throw new Error(`no config.json in ${ckpt} or above it; give the run's config with --config`);
+  const cfg = resolveConfig(readConfigFile(cfgPath), [...parseSetArgs(o.set ?? []), ...(o.adapter ? [['adapter', o.adapter] as [string, unknown]] : [])] as Overrides);
+  if (!Number.isInteger(o.n) || o.n < 1) throw new Error(`--n ${o.n}: give the number of samples, an integer >= 1`);
+  const rng = new PromptRng(o.seed);
+  let prompts: string[];
+  if (o.prompt?.length) prompts = Array.from({ length: o.n }, (_, i) => o.prompt![i % o.prompt!.length]);
+  else prompts = samplePrompts(promptFn((o.prompts ? coerceOverride('prompts', o.prompts) : cfg.prompts) as ResolvedConfig['prompts']), rng, o.n).prompts;
+
+  const device = await createNodeDevice({ adapter: cfg.adapter });
+  setDefaultDevice(device);
+  console.log(`device: ${device.adapterName}`);
+  const sd = await loadModel(cfg, device);
+  const weights = await loadCheckpointInto(sd, ckpt, cfg);
+  const pool = new RewardPool(rewardSpec(cfg.reward), { workers: cfg.reward_options.workers ?? undefined, timeoutMs: cfg.reward_options.timeout_s * 1000 });
+  const cache = new TextEmbeddingCache(sd);
+  const batch = o.batch ?? cfg.sample.batch_size;
+  const rewards: number[] = [];
+  const scoring: Promise<void>[] = [];
+  const progress = new Progress(prompts.length, 'eval', 'sample');
+  const t0 = performance.now();
+  try {
+    await pool.ready();
+    for (let i = 0; i < prompts.length; i += batch) {
+      const ps = prompts.slice(i, i + batch);
+      const r = sample(sd, { prompts: ps, steps: cfg.sample.steps, eta: cfg.sample.eta, guidance: cfg.sample.guidance, seed: o.seed, firstSample: i, cache });
+      const data = (await r.images!.data()) as Float32Array;
+      const [n, c, h, w] = r.images!.shape;
+      r.images!.dispose();
+      r.trajectory.dispose();
+      // Scoring overlaps the next batch's sampling; results land at their sample's index.
+      const at = i;
+      scoring.push(pool.submit(at, { data, n, c, h, w }, ps).then((vals) => { vals.forEach((v, k) => { rewards[at + k] = v; }); }));
+      progress.update(Math.min(i + batch, prompts.length));
+    }
+    await Promise.all(scoring);
+  } finally {
+    cache.dispose();
+    await pool.close();
+    disposeStableDiffusion(sd);
+    device.destroy();
+  }
+  const st = rewardStats(rewards);
+  const perPrompt: Record<string, { n: number; mean: number | null; std: number | null }> = {};
+  for (const p of new Set(prompts)) {
+    const s = rewardStats(prompts.map((q, i) => (q === p ? rewards[i] : NaN)).filter((_, i) => prompts[i] === p));
+    perPrompt[p] = { n: s.n, mean: Number.isFinite(s.mean) ? s.mean : null, std: Number.isFinite(s.std) ? s.std : null };
+  }
+  const result = {
+    checkpoint: resolve(ckpt), weights, config: cfgPath, reward: describeReward(cfg.reward),
+    prompts: o.prompt?.length ? o.prompt : o.prompts ?? cfg.prompts, seed: o.seed, n: prompts.length,
+    scored: st.n, dropped: prompts.length - st.n,
+    mean: st.mean, std: st.std, min: st.min, max: st.max, p10: st.p10, p50: st.p50, p90: st.p90,
+    seconds: (performance.now() - t0) / 1000,
+    per_prompt: perPrompt,
+  };
+  const out = o.out ?? join(runDir, 'eval.json');
+  writeFileAtomic(out, JSON.stringify(result, null, 2) + '\n');
+  console.log(`reward (${describeReward(cfg.reward)}) on ${st.n} samples: ${st.mean.toFixed(4)} ± ${st.std.toFixed(4)} (std over samples)${result.dropped ? `, ${result.dropped} dropped` : ''} -> ${out}`);
+  return 0;
+}

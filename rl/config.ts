@@ -1,0 +1,675 @@
+// The DDPO run configuration: one declarative table (SCHEMA) gives every option its type, its
+// default and its documentation, and drives validation of config files, coercion of command-line
+// overrides (`--set train.lr=1e-4`), error messages that list the valid keys, and the markdown
+// table in docs/config.md (configDocs). A hand-written table rather than a schema library: the
+// three jobs need to read the same facts (type, bounds, default, doc) back out of it, which is a
+// plain object walk here.
+//
+// Defaults are the DDPO issue's (mostly the paper's reference code, ddpo-pytorch), with larger
+// batches. Keys are snake_case like the reference code's config, so its users recognise them.
+
+import { builtinReward, BUILTIN_REWARDS } from '../rewards/load.js';
+import type { RewardSpec } from '../rewards/types.js';
+import { BUILTIN_PROMPTS, PromptFn, promptsFromFile } from './prompts.js';
+import type { TrainConfig } from './trainer.js';
+
+export type Algorithm = 'ddpo-is' | 'ddpo-sf' | 'rwr' | 'rwr-sparse';
+export const ALGORITHMS: readonly Algorithm[] = ['ddpo-is', 'ddpo-sf', 'rwr', 'rwr-sparse'];
+
+export type BuiltinRewardName = keyof typeof BUILTIN_REWARDS;
+/** A reward: a built-in name, a module export (see rewards/types.ts RewardSpec), or a weighted sum of rewards. */
+export type RewardConfig =
+  | BuiltinRewardName
+  | { module: string; export: string; args?: unknown[] }
+  | { combine: { reward: RewardConfig; weight: number }[] };
+
+export type BuiltinPromptsName = 'simple_animals' | 'animal_activities';
+/** Prompts: a built-in set, or the lines [from, to) of a text file (one prompt per line). */
+export type PromptsConfig = BuiltinPromptsName | { file: string; from?: number; to?: number };
+
+export interface SampleConfig {
+  steps: number;
+  eta: number;
+  guidance: number;
+  negative_prompt: string;
+  batch_size: number;
+  batches_per_epoch: number;
+  decode_batch: number;
+}
+
+export interface TrainSection {
+  batch_size: number;
+  gradient_accumulation_steps: number | null;
+  inner_epochs: number;
+  timestep_fraction: number;
+  clip_range: number;
+  adv_clip_max: number;
+  lr: number | null;
+  adam_beta1: number;
+  adam_beta2: number;
+  weight_decay: number;
+  eps: number;
+  max_grad_norm: number;
+  kl_coef: number;
+  negate_advantages: boolean;
+}
+
+export interface LoraConfig {
+  enabled: boolean;
+  rank: number;
+}
+
+export interface StatTrackingConfig {
+  per_prompt: boolean;
+  buffer_size: number;
+  min_count: number;
+}
+
+export interface RwrConfig {
+  temperature: number;
+  standardise: boolean;
+  per_prompt: boolean;
+  quantile: number;
+}
+
+export interface RewardOptionsConfig {
+  workers: number | null;
+  timeout_s: number;
+  max_retries: number;
+  max_dropped_fraction: number;
+}
+
+export interface EvalConfig {
+  prompts: string[] | null;
+  n: number;
+  seed: number;
+  every: number;
+}
+
+/** A run's configuration as written in run.json; `resolveConfig` fills every default. */
+export interface RunConfig {
+  algorithm: Algorithm;
+  model: string;
+  dtype: 'f32' | 'f16';
+  adapter: string;
+  epochs: number;
+  seed: number;
+  out: string;
+  save_every: number;
+  prompts: PromptsConfig;
+  reward: RewardConfig;
+  reward_options: RewardOptionsConfig;
+  sample: SampleConfig;
+  train: TrainSection;
+  lora: LoraConfig;
+  stat_tracking: StatTrackingConfig;
+  rwr: RwrConfig;
+  eval: EvalConfig;
+}
+
+/**
+ * The resolved configuration: as RunConfig, with the defaults that depend on other options
+ * (train.lr, train.gradient_accumulation_steps) filled in, so never null there.
+ */
+export interface ResolvedConfig extends RunConfig {
+  train: TrainSection & { lr: number; gradient_accumulation_steps: number };
+}
+
+// ---------------------------------------------------------------------------------------------
+// The schema table.
+
+type FieldType = 'number' | 'integer' | 'boolean' | 'string' | 'enum' | 'string[]' | 'reward' | 'prompts';
+
+export interface Field<V = unknown> {
+  type: FieldType;
+  default: V;
+  doc: string;
+  /** How the default reads in the docs when it is not the literal value (e.g. "3e-4 with LoRA, else 1e-5"). */
+  defaultDoc?: string;
+  values?: readonly string[];
+  min?: number;
+  max?: number;
+  /** Strict lower bound (value must be > gt). */
+  gt?: number;
+  nullable?: boolean;
+  /** A string that may be empty. */
+  allowEmpty?: boolean;
+}
+
+export interface Section<T = unknown> {
+  section: true;
+  doc: string;
+  fields: Spec<T>;
+}
+
+type LeafValue = string | number | boolean | null | readonly unknown[] | RewardConfig | PromptsConfig;
+type Spec<T> = { [K in keyof T]-?: T[K] extends LeafValue ? Field<T[K]> : Section<T[K]> };
+
+const f = <V>(type: FieldType, def: V, doc: string, extra: Partial<Field<V>> = {}): Field<V> => ({ type, default: def, doc, ...extra });
+const num = <V extends number | null>(def: V, doc: string, extra: Partial<Field<V>> = {}) => f<V>('number', def, doc, extra);
+const int = <V extends number | null>(def: V, doc: string, extra: Partial<Field<V>> = {}) => f<V>('integer', def, doc, extra);
+const bool = (def: boolean, doc: string) => f<boolean>('boolean', def, doc);
+const sec = <T>(doc: string, fields: Spec<T>): Section<T> => ({ section: true, doc, fields });
+
+export const SCHEMA: Spec<RunConfig> = {
+  algorithm: f<Algorithm>('enum', 'ddpo-is', "Policy-gradient estimator: 'ddpo-is' (clipped importance sampling, PPO-style), 'ddpo-sf' (score function, REINFORCE; one optimizer step per sampling round), 'rwr' (reward-weighted regression: diffusion loss weighted by N·softmax(r̃/T)), 'rwr-sparse' (diffusion loss on samples at or above the reward quantile).", { values: ALGORITHMS }),
+  model: f<string>('string', 'tiny', "A diffusers-layout Stable Diffusion folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/), or 'tiny' for the built-in small randomly initialised model of the SD architecture (for tests and demos)."),
+  dtype: f<'f32' | 'f16'>('enum', 'f32', "Storage type of the frozen base weights (UNet, text encoder). 'f16' halves their memory; LoRA weights, gradients, optimizer state, log-probs and advantages are always f32.", { values: ['f32', 'f16'] }),
+  adapter: f<string>('string', 'auto', "WebGPU adapter: 'auto' (a GPU if present, else the software one), 'gpu', 'cpu', or part of an adapter's name."),
+  epochs: int(100, 'Epochs to run (each: sampling, reward, then training on those samples). A resumed run continues to this total.', { min: 1 }),
+  seed: int(42, 'Seed of every random stream (sampling noise, prompt choice, shuffles, timestep permutations, LoRA initialisation).', { min: 0 }),
+  out: f<string>('string', 'runs/ddpo', 'Run folder: metrics.jsonl, grids/, report.html, reward curve, config.json, checkpoints.'),
+  save_every: int(1, 'Write a checkpoint (OUT/checkpoint, replaced atomically) every this many epochs; also at the end and on Ctrl-C (0: only then). LoRA checkpoints are small; raise this for full fine-tuning.', { min: 0 }),
+  prompts: f<PromptsConfig>('prompts', 'simple_animals', "Training prompts: 'simple_animals' (the paper's 45 animals), 'animal_activities' (\"a(n) ANIMAL ACTIVITY\"), or {\"file\": PATH, \"from\": 0, \"to\": N} for lines [from, to) of a text file, one prompt per line (on the command line: PATH or PATH:FROM-TO)."),
+  reward: f<RewardConfig>('reward', 'jpeg_compressibility', "'jpeg_compressibility' (−kB of the JPEG at quality 95), 'jpeg_incompressibility' (+kB), {\"module\": PATH, \"export\": NAME, \"args\": [...]} for your own reward (args: NAME is a factory called with them), or {\"combine\": [{\"reward\": R, \"weight\": W}, ...]} for a weighted sum. Module paths are relative to the current directory."),
+  reward_options: sec<RewardOptionsConfig>('How rewards run (on worker threads, overlapping the next sampling batch).', {
+    workers: int<number | null>(null, 'Reward worker threads.', { nullable: true, min: 1, defaultDoc: 'null (min(2, CPU cores))' }),
+    timeout_s: num(300, 'A reward batch running longer than this is abandoned and its samples dropped.', { gt: 0 }),
+    max_retries: int(2, 'A sample whose reward threw or gave NaN is scored again up to this many times before it is dropped (and counted).', { min: 0 }),
+    max_dropped_fraction: num(0.5, 'The run stops, with a checkpoint saved, when more than this fraction of an epoch\'s samples is dropped.', { min: 0, max: 1 }),
+  }),
+  sample: sec<SampleConfig>('Sampling (the policy rollouts).', {
+    steps: int(50, 'DDIM steps per sample (each one an action of the policy).', { min: 1 }),
+    eta: num(1.0, 'DDIM η: the noise of each step. DDPO needs η > 0 (a stochastic policy); 1.0 is DDPM-like.', { min: 0 }),
+    guidance: num(5.0, 'Classifier-free guidance scale, used alike when sampling and in the training forward.', { min: 0 }),
+    negative_prompt: f<string>('string', '', 'Prompt of the unconditional half of guidance (empty: the usual unconditional embedding).', { allowEmpty: true }),
+    batch_size: int(8, 'Samples per sampling batch.', { min: 1 }),
+    batches_per_epoch: int(4, 'Sampling batches per epoch (samples per epoch = batch_size × batches_per_epoch).', { min: 1 }),
+    decode_batch: int(2, 'VAE decode micro-batch (memory only; results do not depend on it).', { min: 1 }),
+  }),
+  train: sec<TrainSection>('Training on the sampled trajectories.', {
+    batch_size: int(4, 'Samples per training batch.', { min: 1 }),
+    gradient_accumulation_steps: int<number | null>(null, 'Training batches per optimizer step (gradients accumulate over all their trained timesteps).', { nullable: true, min: 1, defaultDoc: "2; with 'ddpo-sf': samples per epoch / train.batch_size (one step per sampling round)" }),
+    inner_epochs: int(1, 'Passes over each epoch\'s samples (shuffled each pass). Must be 1 for ddpo-sf.', { min: 1 }),
+    timestep_fraction: num(1.0, 'Fraction of each trajectory\'s timesteps trained on (a random subset, in random order).', { gt: 0, max: 1 }),
+    clip_range: num(1e-4, 'ddpo-is: ratio clipped to [1 − ε, 1 + ε].', { min: 0 }),
+    adv_clip_max: num(5, 'Advantages clipped to ±this.', { gt: 0 }),
+    lr: num<number | null>(null, 'AdamW learning rate.', { nullable: true, gt: 0, defaultDoc: '3e-4 with LoRA, 1e-5 for full fine-tuning' }),
+    adam_beta1: num(0.9, 'AdamW β1.', { min: 0, max: 1 }),
+    adam_beta2: num(0.999, 'AdamW β2.', { min: 0, max: 1 }),
+    weight_decay: num(1e-4, 'AdamW decoupled weight decay.', { min: 0 }),
+    eps: num(1e-8, 'AdamW ε.', { gt: 0 }),
+    max_grad_norm: num(1.0, 'Gradients clipped to this global L2 norm before each step.', { gt: 0 }),
+    kl_coef: num(0, 'Weight of a KL penalty to the frozen starting model (LoRA adapters disabled), ‖μ_θ − μ_ref‖²/(2σ_t²) per step; 0 turns it off. DDPO algorithms with LoRA only.', { min: 0 }),
+    negate_advantages: bool(false, 'Negative control: train on −advantages (DDPO) or −rewards (RWR), so the reward should fall.'),
+  }),
+  lora: sec<LoraConfig>('LoRA adapters on the UNet\'s attention projections.', {
+    enabled: bool(true, 'Train LoRA adapters (the base stays frozen); false fine-tunes every UNet weight.'),
+    rank: int(4, 'LoRA rank.', { min: 1 }),
+  }),
+  stat_tracking: sec<StatTrackingConfig>('Advantages: rewards standardised per prompt (the reference code\'s PerPromptStatTracker).', {
+    per_prompt: bool(true, 'Standardise by each prompt\'s reward buffer; false: by the whole batch.'),
+    buffer_size: int(32, 'Rewards kept per prompt.', { min: 1 }),
+    min_count: int(16, 'Below this many buffered rewards, a prompt uses the batch\'s mean and std.', { min: 1 }),
+  }),
+  rwr: sec<RwrConfig>("Reward-weighted regression ('rwr', 'rwr-sparse').", {
+    temperature: num(0.2, "'rwr': weights N·softmax(r̃/T) over the batch's N samples.", { gt: 0 }),
+    standardise: bool(true, "'rwr': r̃ is the reward standardised over the batch, so T means the same whatever the reward's units (the paper's code uses raw rewards: set false for that)."),
+    per_prompt: bool(false, 'Normalise weights (rwr) or take the quantile (rwr-sparse) within each prompt\'s samples.'),
+    quantile: num(0.9, "'rwr-sparse': samples at or above this reward quantile get weight 1, others 0.", { gt: 0, max: 1 }),
+  }),
+  eval: sec<EvalConfig>('The fixed-seed samples drawn each epoch for the report\'s grid.', {
+    prompts: f<string[] | null>('string[]', null, 'Prompts of the grid.', { nullable: true, defaultDoc: 'null (eval.n prompts drawn from the training prompts with eval.seed)' }),
+    n: int(8, 'Grid images (prompts cycle through eval.prompts when given); 0: no grid.', { min: 0 }),
+    seed: int(1234, 'Seed of the grid\'s prompts and noise (fixed, so epochs compare like for like).', { min: 0 }),
+    every: int(1, 'Draw the grid every this many epochs (0: never).', { min: 0 }),
+  }),
+};
+
+// ---------------------------------------------------------------------------------------------
+// Walking the schema.
+
+const isSection = (n: Field | Section): n is Section => (n as Section).section === true;
+type AnySpec = Record<string, Field | Section>;
+
+/** Every leaf key in dotted form, in table order: ['algorithm', ..., 'train.lr', ...]. */
+export function configKeys(spec: AnySpec = SCHEMA as unknown as AnySpec, prefix = ''): string[] {
+  return Object.entries(spec).flatMap(([k, n]) => (isSection(n) ? configKeys(n.fields as AnySpec, `${prefix}${k}.`) : [`${prefix}${k}`]));
+}
+
+/** The schema node at a dotted key, or undefined. */
+function nodeAt(key: string): Field | Section | undefined {
+  let spec: AnySpec = SCHEMA as unknown as AnySpec;
+  let node: Field | Section | undefined;
+  for (const part of key.split('.')) {
+    if (!spec || !Object.prototype.hasOwnProperty.call(spec, part)) return undefined;
+    node = spec[part];
+    spec = isSection(node) ? (node.fields as AnySpec) : (undefined as unknown as AnySpec);
+  }
+  return node;
+}
+
+/** Every default, as a fresh object (train.lr and train.gradient_accumulation_steps stay null: resolveConfig fills them). */
+export function defaultConfig(): RunConfig {
+  const build = (spec: AnySpec): Record<string, unknown> =>
+    Object.fromEntries(Object.entries(spec).map(([k, n]) => [k, isSection(n) ? build(n.fields as AnySpec) : structuredClone(n.default)]));
+  return build(SCHEMA as unknown as AnySpec) as unknown as RunConfig;
+}
+
+function typeName(field: Field): string {
+  const base = field.type === 'enum' ? field.values!.map((v) => `'${v}'`).join(' | ')
+    : field.type === 'string[]' ? 'string[]'
+    : field.type === 'reward' ? `reward (${Object.keys(BUILTIN_REWARDS).map((v) => `'${v}'`).join(' | ')} | {module, export, args?} | {combine: [{reward, weight}]})`
+    : field.type === 'prompts' ? `prompts (${Object.keys(BUILTIN_PROMPTS).map((v) => `'${v}'`).join(' | ')} | {file, from?, to?})`
+    : field.type;
+  return field.nullable ? `${base} or null` : base;
+}
+
+function show(v: unknown): string {
+  const s = JSON.stringify(v);
+  return s === undefined ? String(v) : s.length > 80 ? `${s.slice(0, 77)}...` : s;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validation.
+
+function checkReward(v: unknown, key: string, problems: string[]): void {
+  if (typeof v === 'string') {
+    if (!(v in BUILTIN_REWARDS)) problems.push(`${key}: unknown reward '${v}'; built-in rewards: ${Object.keys(BUILTIN_REWARDS).join(', ')} (or give {"module": PATH, "export": NAME})`);
+    return;
+  }
+  if (!v || typeof v !== 'object' || Array.isArray(v)) { problems.push(`${key}: expected a reward name, {module, export, args?} or {combine: [...]}, got ${show(v)}`); return; }
+  const o = v as Record<string, unknown>;
+  if ('combine' in o) {
+    const extra = Object.keys(o).filter((k) => k !== 'combine');
+    if (extra.length) problems.push(`${key}: unknown key(s) ${extra.join(', ')} beside "combine"`);
+    if (!Array.isArray(o.combine) || !o.combine.length) { problems.push(`${key}.combine: expected a non-empty list of {reward, weight}`); return; }
+    o.combine.forEach((p: unknown, i: number) => {
+      const k = `${key}.combine[${i}]`;
+      if (!p || typeof p !== 'object') { problems.push(`${k}: expected {reward, weight}, got ${show(p)}`); return; }
+      const q = p as Record<string, unknown>;
+      const bad = Object.keys(q).filter((x) => x !== 'reward' && x !== 'weight');
+      if (bad.length) problems.push(`${k}: unknown key(s) ${bad.join(', ')}; valid: reward, weight`);
+      if (typeof q.weight !== 'number' || !Number.isFinite(q.weight)) problems.push(`${k}.weight: expected a finite number, got ${show(q.weight)}`);
+      if (q.reward === undefined) problems.push(`${k}.reward: missing`);
+      else checkReward(q.reward, `${k}.reward`, problems);
+    });
+    return;
+  }
+  const bad = Object.keys(o).filter((k) => !['module', 'export', 'args'].includes(k));
+  if (bad.length) problems.push(`${key}: unknown key(s) ${bad.join(', ')}; valid: module, export, args (or combine)`);
+  if (typeof o.module !== 'string' || !o.module) problems.push(`${key}.module: expected a module path or package name (string), got ${show(o.module)}`);
+  if (typeof o.export !== 'string' || !o.export) problems.push(`${key}.export: expected the export's name (string), got ${show(o.export)}`);
+  if (o.args !== undefined && !Array.isArray(o.args)) problems.push(`${key}.args: expected a list of arguments, got ${show(o.args)}`);
+}
+
+function checkPrompts(v: unknown, key: string, problems: string[]): void {
+  if (typeof v === 'string') {
+    if (!(v in BUILTIN_PROMPTS)) problems.push(`${key}: unknown prompt set '${v}'; built-in: ${Object.keys(BUILTIN_PROMPTS).join(', ')} (or give {"file": PATH, "from": 0, "to": N})`);
+    return;
+  }
+  if (!v || typeof v !== 'object' || Array.isArray(v)) { problems.push(`${key}: expected a prompt set name or {file, from?, to?}, got ${show(v)}`); return; }
+  const o = v as Record<string, unknown>;
+  const bad = Object.keys(o).filter((k) => !['file', 'from', 'to'].includes(k));
+  if (bad.length) problems.push(`${key}: unknown key(s) ${bad.join(', ')}; valid: file, from, to`);
+  if (typeof o.file !== 'string' || !o.file) problems.push(`${key}.file: expected a file path (string), got ${show(o.file)}`);
+  for (const k of ['from', 'to'] as const) {
+    if (o[k] !== undefined && !(Number.isInteger(o[k]) && (o[k] as number) >= 0)) problems.push(`${key}.${k}: expected a non-negative integer, got ${show(o[k])}`);
+  }
+  if (Number.isInteger(o.from) && Number.isInteger(o.to) && (o.from as number) >= (o.to as number)) problems.push(`${key}: from (${o.from}) must be below to (${o.to})`);
+}
+
+function checkField(field: Field, v: unknown, key: string, problems: string[]): void {
+  const expected = () => `${key}: expected ${typeName(field)}, got ${show(v)}`;
+  if (v === null) { if (!field.nullable) problems.push(expected()); return; }
+  switch (field.type) {
+    case 'number':
+    case 'integer': {
+      if (typeof v !== 'number' || !Number.isFinite(v) || (field.type === 'integer' && !Number.isInteger(v))) { problems.push(expected()); return; }
+      if (field.min !== undefined && v < field.min) problems.push(`${key}: ${v} is below the minimum ${field.min}`);
+      if (field.gt !== undefined && !(v > field.gt)) problems.push(`${key}: ${v} must be greater than ${field.gt}`);
+      if (field.max !== undefined && v > field.max) problems.push(`${key}: ${v} is above the maximum ${field.max}`);
+      return;
+    }
+    case 'boolean': if (typeof v !== 'boolean') problems.push(expected()); return;
+    case 'string': if (typeof v !== 'string' || (!v && !field.allowEmpty)) problems.push(`${key}: expected a ${field.allowEmpty ? '' : 'non-empty '}string, got ${show(v)}`); return;
+    case 'enum': if (typeof v !== 'string' || !field.values!.includes(v)) problems.push(expected()); return;
+    case 'string[]':
+      if (!Array.isArray(v) || !v.length || v.some((s) => typeof s !== 'string' || !s)) problems.push(`${key}: expected a non-empty list of non-empty strings${field.nullable ? ' or null' : ''}, got ${show(v)}`);
+      return;
+    case 'reward': checkReward(v, key, problems); return;
+    case 'prompts': checkPrompts(v, key, problems); return;
+  }
+}
+
+/** Levenshtein distance, for "did you mean" hints. */
+function editDistance(a: string, b: string): number {
+  const d = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    let prev = d[0];
+    d[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const cur = d[j];
+      d[j] = Math.min(d[j] + 1, d[j - 1] + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
+      prev = cur;
+    }
+  }
+  return d[b.length];
+}
+
+function suggest(key: string): string {
+  const all = configKeys();
+  const leaf = key.split('.').pop()!;
+  const same = all.filter((k) => k.split('.').pop() === leaf && k !== key);
+  if (same.length) return ` (did you mean ${same.join(' or ')}?)`;
+  // Sections are candidates too ("sampel" → sample).
+  const sections = [...new Set(all.flatMap((k) => k.split('.').slice(0, -1).map((_, i, a) => a.slice(0, i + 1).join('.'))))];
+  const best = [...all, ...sections].map((k) => [k, editDistance(k, key)] as const).sort((x, y) => x[1] - y[1])[0];
+  return best && best[1] <= Math.max(2, Math.floor(key.length / 4)) ? ` (did you mean ${best[0]}?)` : '';
+}
+
+function unknownKey(key: string, validInSection: string[]): string {
+  return `unknown config key "${key}"${suggest(key)}; valid keys${key.includes('.') ? ` in ${key.slice(0, key.lastIndexOf('.'))}` : ''}: ${validInSection.join(', ')}`;
+}
+
+/** Checks a (partial) config object against the schema, collecting every problem. */
+function checkObject(spec: AnySpec, v: unknown, prefix: string, problems: string[], partial: boolean): void {
+  if (!v || typeof v !== 'object' || Array.isArray(v)) { problems.push(`${prefix ? prefix.slice(0, -1) : 'config'}: expected an object, got ${show(v)}`); return; }
+  const o = v as Record<string, unknown>;
+  for (const [k, val] of Object.entries(o)) {
+    const key = prefix + k;
+    if (!Object.prototype.hasOwnProperty.call(spec, k)) {
+      // At the top level list every key (a misplaced `lr` may belong to a section); in a section, its own.
+      problems.push(unknownKey(key, prefix ? configKeys(spec, prefix) : configKeys()));
+      continue;
+    }
+    const n = spec[k];
+    if (isSection(n)) checkObject(n.fields as AnySpec, val, `${key}.`, problems, partial);
+    else if (val === undefined) problems.push(`${key}: missing`);
+    else checkField(n, val, key, problems);
+  }
+  if (!partial) for (const k of Object.keys(spec)) if (!(k in o)) problems.push(`${prefix}${k}: missing`);
+}
+
+function fail(problems: string[], what: string): never {
+  throw new Error(`${what}:\n  - ${problems.join('\n  - ')}\nSee docs/config.md (or \`ddpo config --docs\`) for every option and its default.`);
+}
+
+/**
+ * Checks a partial config (a run.json's contents): unknown keys (listing the valid ones, with
+ * nesting) and wrong types (naming the key and the expected type). Throws one Error listing every problem.
+ */
+export function validatePartialConfig(json: unknown, what = 'invalid config'): void {
+  const problems: string[] = [];
+  checkObject(SCHEMA as unknown as AnySpec, json, '', problems, true);
+  if (problems.length) fail(problems, what);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Command-line overrides.
+
+const bools: Record<string, boolean> = { true: true, false: false, yes: true, no: false, on: true, off: false, '1': true, '0': false };
+
+function parseJson(text: string, key: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new Error(`--set ${key}=${text}: not valid JSON (${(e as Error).message})`);
+  }
+}
+
+/**
+ * A command-line string as the value the key's type needs: numbers (1e-4), booleans
+ * (true/false/yes/no/1/0), null (for nullable keys), string lists (JSON or comma-separated),
+ * rewards (a name or JSON), prompts (a name, JSON, or FILE[:FROM-TO]); a section takes a JSON
+ * object that is merged into it. Non-string values are returned as they are (checked later).
+ */
+export function coerceOverride(key: string, value: unknown): unknown {
+  const node = nodeAt(key);
+  if (!node) {
+    const parent = key.includes('.') ? nodeAt(key.slice(0, key.lastIndexOf('.'))) : undefined;
+    const valid = parent && isSection(parent) ? configKeys(parent.fields as AnySpec, key.slice(0, key.lastIndexOf('.') + 1)) : configKeys();
+    throw new Error(`${unknownKey(key, valid)}\nSee docs/config.md (or \`ddpo config --docs\`) for every option and its default.`);
+  }
+  if (typeof value !== 'string') return value;
+  const s = value.trim();
+  if (isSection(node)) return parseJson(s, key);
+  if (s === 'null' && node.nullable) return null;
+  switch (node.type) {
+    case 'number':
+    case 'integer': {
+      const n = s === '' ? NaN : Number(s);
+      if (!Number.isFinite(n)) throw new Error(`--set ${key}=${value}: expected ${node.type === 'integer' ? 'an integer' : 'a number'}${node.nullable ? ' or null' : ''}`);
+      return n;
+    }
+    case 'boolean': {
+      const b = bools[s.toLowerCase()];
+      if (b === undefined) throw new Error(`--set ${key}=${value}: expected a boolean (true or false)`);
+      return b;
+    }
+    case 'string':
+    case 'enum':
+      return node.allowEmpty ? value : s;
+    case 'string[]':
+      return s.startsWith('[') ? parseJson(s, key) : s.split(',').map((x) => x.trim()).filter(Boolean);
+    case 'reward':
+      return s.startsWith('{') ? parseJson(s, key) : s;
+    case 'prompts': {
+      if (s.startsWith('{')) return parseJson(s, key);
+      if (s in BUILTIN_PROMPTS) return s;
+      const m = /^(.+):(\d*)-(\d*)$/.exec(s);
+      if (m) return { file: m[1], ...(m[2] ? { from: Number(m[2]) } : {}), ...(m[3] ? { to: Number(m[3]) } : {}) };
+      return { file: s };
+    }
+  }
+}
+
+/** Parses `--set` arguments ("train.lr=1e-4") into [key, raw value] pairs. */
+export function parseSetArgs(args: readonly string[]): [string, string][] {
+  return args.map((a) => {
+    const i = a.indexOf('=');
+    if (i <= 0) throw new Error(`--set ${a}: expected KEY=VALUE, e.g. --set train.lr=1e-4`);
+    return [a.slice(0, i).trim(), a.slice(i + 1)];
+  });
+}
+
+function setPath(obj: Record<string, unknown>, key: string, value: unknown): void {
+  const parts = key.split('.');
+  let o = obj;
+  for (const p of parts.slice(0, -1)) {
+    if (!o[p] || typeof o[p] !== 'object') o[p] = {};
+    o = o[p] as Record<string, unknown>;
+  }
+  const last = parts[parts.length - 1];
+  const node = nodeAt(key);
+  // A JSON object given for a section merges into it, so `--set train={"lr":1e-4}` keeps the rest.
+  if (node && isSection(node) && value && typeof value === 'object' && !Array.isArray(value) && o[last] && typeof o[last] === 'object') {
+    o[last] = { ...(o[last] as object), ...(value as object) };
+  } else {
+    o[last] = value;
+  }
+}
+
+function mergeDeep(base: Record<string, unknown>, over: Record<string, unknown>, spec: AnySpec): Record<string, unknown> {
+  const out = { ...base };
+  for (const [k, v] of Object.entries(over)) {
+    const n = spec[k];
+    out[k] = n && isSection(n) && v && typeof v === 'object' && !Array.isArray(v)
+      ? mergeDeep((base[k] ?? {}) as Record<string, unknown>, v as Record<string, unknown>, n.fields as AnySpec)
+      : v;
+  }
+  return out;
+}
+
+/** Fills the defaults that depend on other options and checks rules that span several options. */
+function finish(c: RunConfig): ResolvedConfig {
+  const problems: string[] = [];
+  const t = c.train;
+  const lr = t.lr ?? (c.lora.enabled ? 3e-4 : 1e-5);
+  const perEpoch = c.sample.batch_size * c.sample.batches_per_epoch;
+  const batches = perEpoch / t.batch_size;
+  const accum = t.gradient_accumulation_steps ?? (c.algorithm === 'ddpo-sf' && Number.isInteger(batches) ? batches : 2);
+  if (!Number.isInteger(batches)) {
+    problems.push(`train.batch_size = ${t.batch_size} does not divide the ${perEpoch} samples per epoch (sample.batch_size ${c.sample.batch_size} × sample.batches_per_epoch ${c.sample.batches_per_epoch}); choose a divisor`);
+  } else if (batches % accum !== 0) {
+    problems.push(`train.gradient_accumulation_steps = ${accum} does not divide the ${batches} training batches per epoch (${perEpoch} samples / train.batch_size ${t.batch_size}), so a step would be partial; choose a divisor of ${batches}`);
+  }
+  if (c.algorithm === 'ddpo-sf') {
+    // The score-function gradient is unbiased only on-policy: the samples must come from the
+    // weights being differentiated, so one optimizer step per sampling round.
+    if (c.train.inner_epochs !== 1) problems.push(`algorithm 'ddpo-sf' takes one optimizer step per sampling round (it is only unbiased on-policy), but train.inner_epochs = ${c.train.inner_epochs}; set it to 1, or use 'ddpo-is'`);
+    if (Number.isInteger(batches) && accum !== batches) problems.push(`algorithm 'ddpo-sf' takes one optimizer step per sampling round (it is only unbiased on-policy), but train.gradient_accumulation_steps = ${accum} makes ${batches / accum} steps per epoch; set it to ${batches} (samples per epoch / train.batch_size), or leave it unset, or use 'ddpo-is'`);
+  }
+  if ((c.algorithm === 'ddpo-is' || c.algorithm === 'ddpo-sf') && c.sample.eta === 0) {
+    problems.push(`sample.eta = 0 makes sampling deterministic, so there is no policy log-probability for ${c.algorithm}; use eta > 0 (default 1.0), or algorithm 'rwr'`);
+  }
+  if (c.train.kl_coef > 0 && !(c.algorithm === 'ddpo-is' || c.algorithm === 'ddpo-sf')) {
+    problems.push(`train.kl_coef > 0: the KL penalty applies per denoising step, so to the DDPO algorithms only, not ${c.algorithm}; set train.kl_coef = 0`);
+  }
+  if (c.train.kl_coef > 0 && !c.lora.enabled) {
+    problems.push('train.kl_coef > 0 compares with the frozen starting model, which is the base with the LoRA adapters disabled; set lora.enabled = true, or train.kl_coef = 0');
+  }
+  if (c.stat_tracking.min_count > c.stat_tracking.buffer_size) {
+    problems.push(`stat_tracking.min_count = ${c.stat_tracking.min_count} exceeds stat_tracking.buffer_size = ${c.stat_tracking.buffer_size}, so per-prompt statistics would never be used`);
+  }
+  if (problems.length) fail(problems, 'inconsistent config');
+  return { ...c, train: { ...t, lr, gradient_accumulation_steps: accum } };
+}
+
+export type Overrides = Record<string, unknown> | readonly (readonly [string, unknown])[];
+
+/**
+ * The run's configuration: defaults, then the config file's values (`fileJson`, e.g. the parsed
+ * run.json, or undefined), then `overrides` (dotted keys → values; strings are coerced to the
+ * key's type, so `[['train.lr', '1e-4']]` and `{ 'train.lr': 1e-4 }` are the same; later
+ * overrides win). Throws an Error listing every unknown key (with the valid ones), every value of
+ * the wrong type (with the key and the expected type) and every inconsistency (with what to change).
+ */
+export function resolveConfig(fileJson?: unknown, overrides: Overrides = {}): ResolvedConfig {
+  if (fileJson !== undefined) validatePartialConfig(fileJson, 'invalid config file');
+  const over: Record<string, unknown> = {};
+  const pairs = Array.isArray(overrides) ? overrides : Object.entries(overrides);
+  for (const [k, v] of pairs) if (v !== undefined) setPath(over, k, coerceOverride(k, v));
+  validatePartialConfig(over, 'invalid command-line override');
+  const spec = SCHEMA as unknown as AnySpec;
+  const merged = mergeDeep(mergeDeep(defaultConfig() as unknown as Record<string, unknown>, (fileJson ?? {}) as Record<string, unknown>, spec), over, spec);
+  const problems: string[] = [];
+  checkObject(spec, merged, '', problems, false);
+  if (problems.length) fail(problems, 'invalid config');
+  return finish(merged as unknown as RunConfig);
+}
+
+// ---------------------------------------------------------------------------------------------
+// What the config names, as the objects the trainer uses.
+
+/** The reward as a RewardSpec (rewards/types.ts) a RewardPool can load: names become their built-in specs. */
+export function rewardSpec(r: RewardConfig): RewardSpec {
+  if (typeof r === 'string') return builtinReward(r);
+  if ('combine' in r) return { combine: r.combine.map((p) => ({ spec: rewardSpec(p.reward), weight: p.weight })) };
+  return { module: r.module, export: r.export, ...(r.args ? { args: r.args } : {}) };
+}
+
+/** The prompt function the config names (reads the prompt file now, so a bad path fails early). */
+export function promptFn(p: PromptsConfig): PromptFn {
+  if (typeof p === 'string') {
+    const fn = BUILTIN_PROMPTS[p];
+    if (!fn) throw new Error(`unknown prompt set '${p}'; built-in: ${Object.keys(BUILTIN_PROMPTS).join(', ')}`);
+    return fn;
+  }
+  return promptsFromFile(p.file, { from: p.from, to: p.to });
+}
+
+/** The trainer's settings (rl/trainer.ts TrainConfig) from a resolved run config. */
+export function toTrainConfig(c: ResolvedConfig): TrainConfig {
+  return {
+    algorithm: c.algorithm,
+    seed: c.seed,
+    num_epochs: c.epochs,
+    steps: c.sample.steps,
+    eta: c.sample.eta,
+    guidance: c.sample.guidance,
+    negative_prompt: c.sample.negative_prompt,
+    sample_batch_size: c.sample.batch_size,
+    num_batches_per_epoch: c.sample.batches_per_epoch,
+    decode_batch: c.sample.decode_batch,
+    train_batch_size: c.train.batch_size,
+    gradient_accumulation_steps: c.train.gradient_accumulation_steps,
+    num_inner_epochs: c.train.inner_epochs,
+    timestep_fraction: c.train.timestep_fraction,
+    clip_range: c.train.clip_range,
+    adv_clip_max: c.train.adv_clip_max,
+    per_prompt_stat_tracking: c.stat_tracking.per_prompt,
+    buffer_size: c.stat_tracking.buffer_size,
+    min_count: c.stat_tracking.min_count,
+    lora: c.lora.enabled,
+    lora_rank: c.lora.rank,
+    learning_rate: c.train.lr,
+    adam_beta1: c.train.adam_beta1,
+    adam_beta2: c.train.adam_beta2,
+    adam_weight_decay: c.train.weight_decay,
+    adam_epsilon: c.train.eps,
+    max_grad_norm: c.train.max_grad_norm,
+    kl_coef: c.train.kl_coef,
+    rwr_temperature: c.rwr.temperature,
+    rwr_per_prompt: c.rwr.per_prompt,
+    rwr_standardise: c.rwr.standardise,
+    rwr_quantile: c.rwr.quantile,
+    reward_retries: c.reward_options.max_retries,
+    max_dropped_fraction: c.reward_options.max_dropped_fraction,
+    negate_advantages: c.train.negate_advantages,
+    save_every: c.save_every,
+    eval_every: c.eval.every,
+    eval_num: c.eval.n,
+    eval_seed: c.eval.seed,
+  };
+}
+
+/** A short human description of the reward, for reports. */
+export function describeReward(r: RewardConfig): string {
+  if (typeof r === 'string') return r;
+  if ('combine' in r) return r.combine.map((p) => `${p.weight}·${describeReward(p.reward)}`).join(' + ');
+  return `${r.module}#${r.export}${r.args ? `(${r.args.map((a) => JSON.stringify(a)).join(', ')})` : ''}`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Documentation.
+
+function docDefault(field: Field): string {
+  if (field.defaultDoc) return field.defaultDoc;
+  const v = field.default;
+  if (typeof v === 'number') return String(v).includes('e') ? String(v) : Number.isInteger(v) && field.type === 'number' ? v.toFixed(1) : String(v);
+  return JSON.stringify(v);
+}
+
+const cell = (s: string) => s.replace(/\|/g, '\\|').replace(/\n/g, ' ');
+
+/** Every option, its type, default and meaning, as markdown tables (one per section): docs/config.md. */
+export function configDocs(): string {
+  const out: string[] = [];
+  out.push('# `ddpo train` configuration');
+  out.push('');
+  out.push('<!-- Generated from rl/config.ts (SCHEMA) by `ddpo config --docs > docs/config.md`; test/config.test.ts checks it is up to date. -->');
+  out.push('');
+  out.push('A run is configured by a JSON file (`ddpo train --config run.json`) holding any of the keys below; every key');
+  out.push('has a default, so `{}` is a valid config. Any key can be overridden on the command line with');
+  out.push('`--set KEY=VALUE` using its dotted name (`--set train.lr=1e-4 --set sample.steps=20`); common ones also');
+  out.push('have their own flags (`--epochs`, `--out`, `--model`, `--algorithm`, `--prompts`, `--reward`, `--seed`).');
+  out.push('Command-line values are converted to the key\'s type; JSON is accepted for lists, rewards, prompts and');
+  out.push('whole sections (`--set train=\'{"lr":1e-4}\'` merges into `train`). Unknown keys and wrong types are errors');
+  out.push('that name the key, the expected type and the valid keys. The resolved config is written to the run folder');
+  out.push('as `config.json`.');
+  out.push('');
+  out.push('Example:');
+  out.push('');
+  out.push('```json');
+  out.push(JSON.stringify({ algorithm: 'ddpo-is', model: 'tiny', epochs: 20, prompts: 'simple_animals', reward: 'jpeg_compressibility', sample: { steps: 20 }, train: { lr: 3e-4 } }, null, 2));
+  out.push('```');
+  const table = (spec: AnySpec, prefix: string, doc: string | null) => {
+    out.push('');
+    out.push(prefix ? `## \`${prefix.slice(0, -1)}\`` : '## Top level');
+    out.push('');
+    if (doc) { out.push(doc); out.push(''); }
+    out.push('| key | type | default | meaning |');
+    out.push('| --- | --- | --- | --- |');
+    const sections: [string, Section][] = [];
+    for (const [k, n] of Object.entries(spec)) {
+      if (isSection(n)) { sections.push([k, n]); continue; }
+      const def = n.defaultDoc ? cell(n.defaultDoc) : `\`${cell(docDefault(n))}\``;
+      out.push(`| \`${prefix}${k}\` | ${cell(typeName(n))} | ${def} | ${cell(n.doc)} |`);
+    }
+    for (const [k, n] of sections) table(n.fields as AnySpec, `${prefix}${k}.`, n.doc);
+  };
+  table(SCHEMA as unknown as AnySpec, '', null);
+  out.push('');
+  return out.join('\n');
+}

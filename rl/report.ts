@@ -1,0 +1,375 @@
+// What a training run leaves in its folder for people to read: metrics.jsonl (one JSON line per
+// epoch), a captioned PNG grid of the fixed-seed samples per epoch (grids/epoch-0003.png), the
+// reward curve (reward.svg), a self-contained report.html (curves inline, latest grids as base64,
+// resolved config, run facts), and config.json. Every file is replaced atomically (temp file +
+// rename), so a crash or Ctrl-C mid-write never leaves a half line or a truncated report: metrics
+// are kept in memory and the whole file rewritten each epoch (a few kB per epoch).
+
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { writeFileAtomic } from '../cli/files.js';
+import { RGBImage, gridPNG } from '../cli/images.js';
+import { Series, lineChartSVG } from '../cli/plot.js';
+import { percentile } from './losses.js';
+
+/** A fixed-seed sample for the grid: CHW image in [0, 1], with what to write under it. */
+export interface GridImage extends RGBImage {
+  prompt?: string;
+  reward?: number;
+  /** Caption lines; default: [prompt, "reward R"]. */
+  caption?: string[];
+}
+
+/**
+ * What the report needs from an epoch: a structural subset of the trainer's EpochRecord (fields
+ * named as there), so the trainer's record can be passed as it is.
+ */
+export interface EpochInput {
+  epoch: number;
+  /** One per sample; NaN for a dropped sample. */
+  rewards: ArrayLike<number>;
+  prompts?: readonly string[];
+  /** Statistics of the advantages used for training (any of these keys). */
+  advantages?: { mean?: number; std?: number; min?: number; max?: number; clippedFraction?: number };
+  loss?: number | null;
+  approxKl?: number | null;
+  clipfrac?: number | null;
+  kl?: number | null;
+  /** Mean gradient norm before clipping. */
+  gradNorm?: number | null;
+  lr?: number | null;
+  optimizerSteps?: number;
+  globalStep?: number;
+  seconds?: { sampling?: number; reward?: number; training?: number; total?: number };
+  samplesPerSecond?: number | null;
+  memory?: { liveBytes?: number; peakTotalBytes?: number };
+  dropped?: number;
+  gridImages?: readonly GridImage[];
+  /** Captions of gridImages when they are not on the images themselves. */
+  gridCaptions?: readonly (readonly string[])[];
+  gridPrompts?: readonly string[];
+  gridRewards?: ArrayLike<number>;
+  /** The trainer's name for gridRewards. */
+  evalRewards?: ArrayLike<number>;
+}
+
+/** One line of metrics.jsonl. Non-finite numbers are written as null. */
+export interface MetricsRow {
+  epoch: number;
+  samples: number;
+  dropped: number;
+  reward_mean: number | null;
+  reward_std: number | null;
+  reward_min: number | null;
+  reward_max: number | null;
+  reward_p10: number | null;
+  reward_p50: number | null;
+  reward_p90: number | null;
+  adv_mean: number | null;
+  adv_std: number | null;
+  adv_clipped_fraction: number | null;
+  loss: number | null;
+  approx_kl: number | null;
+  clipfrac: number | null;
+  kl: number | null;
+  grad_norm: number | null;
+  lr: number | null;
+  optimizer_steps: number | null;
+  global_step: number | null;
+  time_sampling_s: number | null;
+  time_reward_s: number | null;
+  time_training_s: number | null;
+  time_total_s: number | null;
+  samples_per_s: number | null;
+  gpu_live_bytes: number | null;
+  gpu_peak_bytes: number | null;
+  grid_reward_mean: number | null;
+  /** Wall-clock time the line was written (ISO 8601). */
+  time: string;
+}
+
+export interface RewardStats {
+  n: number;
+  mean: number;
+  std: number;
+  min: number;
+  max: number;
+  p10: number;
+  p50: number;
+  p90: number;
+}
+
+/** Statistics over the finite rewards (dropped samples, NaN, are left out); std is the population std. */
+export function rewardStats(rewards: ArrayLike<number>): RewardStats {
+  const xs = Array.from(rewards).filter(Number.isFinite);
+  const n = xs.length;
+  if (!n) return { n: 0, mean: NaN, std: NaN, min: NaN, max: NaN, p10: NaN, p50: NaN, p90: NaN };
+  const mean = xs.reduce((s, x) => s + x, 0) / n;
+  const std = Math.sqrt(xs.reduce((s, x) => s + (x - mean) * (x - mean), 0) / n);
+  return { n, mean, std, min: Math.min(...xs), max: Math.max(...xs), p10: percentile(xs, 0.1), p50: percentile(xs, 0.5), p90: percentile(xs, 0.9) };
+}
+
+const fin = (v: unknown): number | null => (typeof v === 'number' && Number.isFinite(v) ? v : null);
+
+/** The metrics.jsonl row of an epoch. */
+export function metricsRow(rec: EpochInput, now = new Date()): MetricsRow {
+  const r = rewardStats(rec.rewards);
+  const dropped = rec.dropped ?? Array.from(rec.rewards).filter((x) => !Number.isFinite(x)).length;
+  const grid = gridRewards(rec);
+  return {
+    epoch: rec.epoch,
+    samples: rec.rewards.length,
+    dropped,
+    reward_mean: fin(r.mean), reward_std: fin(r.std), reward_min: fin(r.min), reward_max: fin(r.max),
+    reward_p10: fin(r.p10), reward_p50: fin(r.p50), reward_p90: fin(r.p90),
+    adv_mean: fin(rec.advantages?.mean), adv_std: fin(rec.advantages?.std), adv_clipped_fraction: fin(rec.advantages?.clippedFraction),
+    loss: fin(rec.loss), approx_kl: fin(rec.approxKl), clipfrac: fin(rec.clipfrac), kl: fin(rec.kl), grad_norm: fin(rec.gradNorm), lr: fin(rec.lr),
+    optimizer_steps: fin(rec.optimizerSteps), global_step: fin(rec.globalStep),
+    time_sampling_s: fin(rec.seconds?.sampling), time_reward_s: fin(rec.seconds?.reward),
+    time_training_s: fin(rec.seconds?.training), time_total_s: fin(rec.seconds?.total),
+    samples_per_s: fin(rec.samplesPerSecond),
+    gpu_live_bytes: fin(rec.memory?.liveBytes), gpu_peak_bytes: fin(rec.memory?.peakTotalBytes),
+    grid_reward_mean: grid.length ? fin(rewardStats(grid).mean) : null,
+    time: now.toISOString(),
+  };
+}
+
+function gridRewards(rec: EpochInput): number[] {
+  const imgs = rec.gridImages ?? [];
+  const given = rec.gridRewards ?? rec.evalRewards;
+  return imgs.map((img, i) => img.reward ?? (given ? given[i] : NaN)).filter((x) => Number.isFinite(x));
+}
+
+function fmt(v: number | null | undefined, digits = 4): string {
+  if (v === null || v === undefined || !Number.isFinite(v)) return '–';
+  if (v !== 0 && (Math.abs(v) < 1e-3 || Math.abs(v) >= 1e5)) return v.toExponential(2);
+  return Number(v.toPrecision(digits)).toString();
+}
+
+function bytes(v: number | null | undefined): string {
+  if (v === null || v === undefined || !Number.isFinite(v)) return '–';
+  return v >= 2 ** 30 ? `${(v / 2 ** 30).toFixed(2)} GiB` : `${(v / 2 ** 20).toFixed(1)} MiB`;
+}
+
+/** Captions of an epoch's grid: those given, else [prompt, "reward R"]. */
+export function gridCaptions(rec: EpochInput): string[][] {
+  return (rec.gridImages ?? []).map((img, i) => {
+    const given = img.caption ?? rec.gridCaptions?.[i];
+    if (given) return [...given];
+    const prompt = img.prompt ?? rec.gridPrompts?.[i];
+    const reward = img.reward ?? (rec.gridRewards ?? rec.evalRewards)?.[i];
+    return [prompt ?? `#${i}`, reward === undefined ? '' : `reward ${fmt(reward)}`].filter(Boolean);
+  });
+}
+
+/** Parses metrics.jsonl (a missing file is no rows); throws naming the line that is not JSON. */
+export function readMetrics(path: string): MetricsRow[] {
+  if (!existsSync(path)) return [];
+  return readFileSync(path, 'utf8').split('\n').filter((l) => l.trim()).map((l, i) => {
+    try {
+      return JSON.parse(l) as MetricsRow;
+    } catch (e) {
+      throw new Error(`${path}: line ${i + 1} is not JSON (${(e as Error).message})`);
+    }
+  });
+}
+
+const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
+
+type Key = keyof MetricsRow;
+
+/** A line chart of metrics columns over epochs; null values are gaps left out. */
+export function metricsChartSVG(rows: readonly MetricsRow[], cols: { key: Key; name: string; color?: string }[], title: string, yLabel: string): string {
+  const series: Series[] = cols.map(({ key, name, color }) => ({
+    name, color,
+    points: rows.filter((r) => typeof r[key] === 'number' && Number.isFinite(r[key] as number)).map((r) => [r.epoch, r[key] as number] as [number, number]),
+  })).filter((s) => s.points.length);
+  if (!series.length) {
+    return `<svg xmlns="http://www.w3.org/2000/svg" width="640" height="80" font-family="sans-serif" font-size="13"><rect width="640" height="80" fill="white"/><text x="320" y="45" text-anchor="middle" fill="#777">${esc(title)}: no data yet</text></svg>`;
+  }
+  return lineChartSVG(series, { title, xLabel: 'epoch', yLabel });
+}
+
+/** The reward curve: mean, with the p10–p90 spread and min/max as lighter lines. */
+export function rewardChartSVG(rows: readonly MetricsRow[]): string {
+  return metricsChartSVG(rows, [
+    // Drawn in order, so the mean goes last, on top.
+    { key: 'reward_max', name: 'max', color: '#c8c8c8' },
+    { key: 'reward_min', name: 'min', color: '#c8c8c8' },
+    { key: 'reward_p90', name: 'p90', color: '#8fbbd9' },
+    { key: 'reward_p10', name: 'p10', color: '#8fbbd9' },
+    { key: 'reward_mean', name: 'mean', color: '#1f77b4' },
+  ], 'reward per epoch', 'reward');
+}
+
+/** Facts about the run shown at the top of the report (device, model, algorithm, ...). */
+export type RunFacts = Record<string, string | number | boolean | null | undefined>;
+
+export interface RunReportOptions {
+  /** The resolved config: written to config.json and shown in the report. */
+  config?: unknown;
+  facts?: RunFacts;
+  /**
+   * When resuming at this epoch, metrics rows of this epoch and later (written after the
+   * checkpoint the run resumes from) are dropped, so each epoch appears once.
+   */
+  resumeEpoch?: number;
+  /** Report title (default "DDPO run"). */
+  title?: string;
+}
+
+/** Writes and keeps up to date a run folder's metrics, grids, curves, HTML report and config. */
+export class RunReport {
+  readonly metricsPath: string;
+  readonly rewardSvgPath: string;
+  readonly htmlPath: string;
+  readonly configPath: string;
+  readonly gridsDir: string;
+  private rows: MetricsRow[];
+  private config: unknown;
+  private facts: RunFacts;
+  private readonly title: string;
+  /** Grid PNGs kept for embedding: the first epoch's and the latest. */
+  private firstGrid: { epoch: number; png: Buffer } | null = null;
+  private latestGrid: { epoch: number; png: Buffer } | null = null;
+
+  constructor(readonly outDir: string, opts: RunReportOptions = {}) {
+    this.metricsPath = join(outDir, 'metrics.jsonl');
+    this.rewardSvgPath = join(outDir, 'reward.svg');
+    this.htmlPath = join(outDir, 'report.html');
+    this.configPath = join(outDir, 'config.json');
+    this.gridsDir = join(outDir, 'grids');
+    this.title = opts.title ?? 'DDPO run';
+    this.facts = { ...(opts.facts ?? {}) };
+    this.rows = readMetrics(this.metricsPath);
+    if (opts.resumeEpoch !== undefined) {
+      const before = this.rows.length;
+      this.rows = this.rows.filter((r) => r.epoch < opts.resumeEpoch!);
+      if (this.rows.length !== before) this.writeMetrics();
+    }
+    // Reload the grids already on disk (a resumed run), so the report still shows the first one.
+    for (const r of [this.rows[0], this.rows[this.rows.length - 1]]) {
+      if (!r) continue;
+      const p = this.gridPath(r.epoch);
+      if (!existsSync(p)) continue;
+      const g = { epoch: r.epoch, png: readFileSync(p) };
+      if (r === this.rows[0]) this.firstGrid = g;
+      this.latestGrid = g;
+    }
+    this.config = opts.config;
+    if (opts.config !== undefined) this.writeConfig(opts.config);
+  }
+
+  /** Metrics rows so far, in epoch order. */
+  get records(): readonly MetricsRow[] {
+    return this.rows;
+  }
+
+  gridPath(epoch: number): string {
+    return join(this.gridsDir, `epoch-${String(epoch).padStart(4, '0')}.png`);
+  }
+
+  /** Writes config.json (atomically) and shows the config in the report. */
+  writeConfig(config: unknown): void {
+    this.config = config;
+    writeFileAtomic(this.configPath, JSON.stringify(config, null, 2) + '\n');
+  }
+
+  /** Adds or replaces facts shown in the report (e.g. the device once known). */
+  setFacts(facts: RunFacts): void {
+    Object.assign(this.facts, facts);
+  }
+
+  /**
+   * Records an epoch: metrics.jsonl gains its line (an epoch already there is replaced), its grid
+   * is written when it has grid images, and reward.svg and report.html are regenerated.
+   */
+  addEpoch(rec: EpochInput): MetricsRow {
+    if (!Number.isInteger(rec.epoch) || rec.epoch < 0) throw new Error(`RunReport.addEpoch: epoch ${rec.epoch} is not a non-negative integer`);
+    const row = metricsRow(rec);
+    this.rows = [...this.rows.filter((r) => r.epoch !== rec.epoch), row].sort((a, b) => a.epoch - b.epoch);
+    this.writeMetrics();
+    if (rec.gridImages?.length) {
+      const png = gridPNG([...rec.gridImages], gridCaptions(rec));
+      writeFileAtomic(this.gridPath(rec.epoch), png);
+      const g = { epoch: rec.epoch, png };
+      if (!this.firstGrid || this.firstGrid.epoch >= rec.epoch) this.firstGrid = g;
+      if (!this.latestGrid || this.latestGrid.epoch <= rec.epoch) this.latestGrid = g;
+    }
+    writeFileAtomic(this.rewardSvgPath, rewardChartSVG(this.rows));
+    this.writeHtml();
+    return row;
+  }
+
+  /** Regenerates report.html (e.g. after setFacts at the end of a run). */
+  writeHtml(): void {
+    writeFileAtomic(this.htmlPath, this.html());
+  }
+
+  private writeMetrics(): void {
+    writeFileAtomic(this.metricsPath, this.rows.map((r) => JSON.stringify(r)).join('\n') + (this.rows.length ? '\n' : ''));
+  }
+
+  /** The report page: self-contained (inline SVG, base64 PNG, no external files or scripts). */
+  html(): string {
+    const rows = this.rows;
+    const last = rows[rows.length - 1];
+    const sum = (k: Key) => rows.reduce((s, r) => s + ((r[k] as number | null) ?? 0), 0);
+    const facts: [string, string][] = Object.entries(this.facts).filter(([, v]) => v !== undefined && v !== null).map(([k, v]) => [k, String(v)]);
+    if (rows.length) {
+      const total = sum('time_total_s');
+      facts.push(['epochs recorded', `${rows.length} (${rows[0].epoch}–${last.epoch})`]);
+      facts.push(['reward (last epoch)', `${fmt(last.reward_mean)} ± ${fmt(last.reward_std)} (first: ${fmt(rows[0].reward_mean)})`]);
+      facts.push(['time (all epochs)', `${fmt(total, 3)} s: sampling ${fmt(sum('time_sampling_s'), 3)} s, reward ${fmt(sum('time_reward_s'), 3)} s, training ${fmt(sum('time_training_s'), 3)} s`]);
+      facts.push(['samples/s (last epoch)', fmt(last.samples_per_s, 3)]);
+      facts.push(['GPU memory peak', bytes(Math.max(...rows.map((r) => r.gpu_peak_bytes ?? 0)) || null)]);
+      facts.push(['dropped samples', String(sum('dropped'))]);
+    }
+    const charts = [
+      rewardChartSVG(rows),
+      metricsChartSVG(rows, [{ key: 'loss', name: 'loss' }], 'loss', 'loss'),
+      metricsChartSVG(rows, [{ key: 'approx_kl', name: 'approx_kl' }, { key: 'kl', name: 'KL penalty', color: '#2ca02c' }], 'approx_kl', 'approx KL'),
+      metricsChartSVG(rows, [{ key: 'clipfrac', name: 'clipfrac' }], 'clipfrac', 'fraction clipped'),
+      metricsChartSVG(rows, [
+        { key: 'time_sampling_s', name: 'sampling' }, { key: 'time_reward_s', name: 'reward' }, { key: 'time_training_s', name: 'training' },
+      ], 'time per epoch', 'seconds'),
+    ];
+    const img = (g: { epoch: number; png: Buffer }) =>
+      `<figure><img alt="epoch ${g.epoch} samples" src="data:image/png;base64,${g.png.toString('base64')}"><figcaption>epoch ${g.epoch}</figcaption></figure>`;
+    const grids = [this.firstGrid, this.latestGrid].filter((g, i, a): g is { epoch: number; png: Buffer } => !!g && (i === 0 || g.epoch !== a[0]?.epoch));
+    const cols: [Key, string, (v: number | null) => string][] = [
+      ['epoch', 'epoch', (v) => String(v)], ['reward_mean', 'reward mean', fmt], ['reward_std', 'std', fmt],
+      ['reward_p10', 'p10', fmt], ['reward_p90', 'p90', fmt], ['loss', 'loss', fmt], ['approx_kl', 'approx_kl', fmt],
+      ['clipfrac', 'clipfrac', fmt], ['lr', 'lr', fmt], ['time_total_s', 'seconds', (v) => fmt(v, 3)],
+      ['samples_per_s', 'samples/s', (v) => fmt(v, 3)], ['gpu_peak_bytes', 'GPU peak', bytes], ['dropped', 'dropped', (v) => String(v ?? 0)],
+    ];
+    const table = rows.slice(-50).map((r) => `<tr>${cols.map(([k, , f]) => `<td>${esc(f(r[k] as number | null))}</td>`).join('')}</tr>`).join('\n');
+    return `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>${esc(this.title)}</title>
+<style>
+body{font-family:sans-serif;margin:24px;color:#222;max-width:1340px}
+h1{font-size:22px} h2{font-size:17px;margin-top:28px}
+table{border-collapse:collapse;font-size:13px} td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}
+table.facts td{text-align:left} .charts{display:flex;flex-wrap:wrap;gap:8px}
+figure{display:inline-block;margin:0 16px 0 0} img{image-rendering:pixelated;max-width:100%}
+pre{background:#f6f6f6;padding:12px;font-size:12px;overflow:auto}
+</style></head><body>
+<h1>${esc(this.title)}</h1>
+<p>Updated ${esc(new Date().toISOString())}. Files beside this page: metrics.jsonl (one line per epoch), grids/ (a PNG per epoch), reward.svg, config.json.</p>
+<table class="facts">${facts.map(([k, v]) => `<tr><td>${esc(k)}</td><td>${esc(v)}</td></tr>`).join('')}</table>
+<h2>Curves</h2>
+<div class="charts">
+${charts.join('\n')}
+</div>
+<h2>Fixed-seed samples</h2>
+${grids.length ? grids.map(img).join('\n') : '<p>No grid yet.</p>'}
+<h2>Epochs${rows.length > 50 ? ' (last 50)' : ''}</h2>
+<table><tr>${cols.map(([, h]) => `<th>${esc(h)}</th>`).join('')}</tr>
+${table}
+</table>
+<h2>Resolved config</h2>
+<pre>${esc(this.config === undefined ? '(not recorded)' : JSON.stringify(this.config, null, 2))}</pre>
+</body></html>
+`;
+  }
+}
