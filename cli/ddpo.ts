@@ -5,6 +5,8 @@ import { Command } from 'commander';
 import { doctor } from './doctor.js';
 import { demo } from './demo.js';
 import { sampleCommand } from './sample.js';
+import { inspectCommand } from './inspect.js';
+import { configCommand, evalCommand, trainCommand } from './train.js';
 
 process.env.XDG_RUNTIME_DIR ??= '/tmp';
 
@@ -48,6 +50,53 @@ program.command('sample')
   .option('--out <dir>', 'output folder', 'out/samples')
   .option('--adapter <which>', "'auto', 'gpu', 'cpu' or part of an adapter's name")
   .action(async (opts) => { process.exitCode = await sampleCommand(opts); });
+
+program.command('inspect')
+  .description('parameter names, shapes, dtypes and counts of a diffusers folder (headers only; checked against its configs) or of a named config')
+  .argument('[dir]', 'pipeline folder (model_index.json, unet/, vae/, text_encoder/) or one component folder')
+  .option('--config <name>', 'a named config instead of a folder: sd-v1, tiny or small')
+  .option('--part <part>', 'only unet, vae or text_encoder')
+  .option('--json', 'print { name: shape } (one part) or { part: { name: shape } }')
+  .option('--summary', 'counts per top-level module only, no per-parameter lines')
+  .action(async (dir, opts) => { process.exitCode = await inspectCommand(dir, opts); });
+
+const trainFlags = (c: Command) => c
+  .option('--config <file>', 'run config (JSON); every key has a default, see docs/config.md')
+  .option('--set <key=value>', 'override any config key by its dotted name, e.g. --set train.lr=1e-4 (repeatable)', collect)
+  .option('--epochs <n>', 'epochs (config key epochs)', int)
+  .option('--out <dir>', 'run folder (config key out)')
+  .option('--model <dir>', "diffusers folder, or 'tiny' (config key model)")
+  .option('--algorithm <name>', "'ddpo-is', 'ddpo-sf', 'rwr' or 'rwr-sparse'")
+  .option('--prompts <set>', "'simple_animals', 'animal_activities', FILE or FILE:FROM-TO")
+  .option('--reward <name>', "'jpeg_compressibility' or 'jpeg_incompressibility' (or JSON)")
+  .option('--seed <n>', 'seed of every random stream', int)
+  .option('--dtype <t>', 'frozen base weights: f32 or f16')
+  .option('--adapter <which>', "'auto', 'gpu', 'cpu' or part of an adapter's name");
+
+trainFlags(program.command('train')
+  .description('fine-tune a diffusion model on a reward with DDPO; writes metrics, grids, curves and report.html to the run folder'))
+  .option('--resume <dir>', 'continue the run in this folder from its last checkpoint')
+  .action(async (opts) => { process.exitCode = await trainCommand(opts); });
+
+program.command('eval')
+  .description("a checkpoint's reward on held-out prompts (mean ± std); writes eval.json")
+  .requiredOption('--checkpoint <dir>', 'a run folder written by ddpo train, or its checkpoint/ folder')
+  .option('--prompts <set>', "'simple_animals', 'animal_activities', FILE or FILE:FROM-TO (default: the run's prompts)")
+  .option('--prompt <text>', 'an explicit prompt (repeatable; cycled over the n samples)', collect)
+  .option('-n, --n <n>', 'samples', int, 32)
+  .option('--seed <n>', 'seed of prompt choice and noise (use one the run did not train on)', int, 12345)
+  .option('--batch <n>', 'samples per sampling batch (default: the run\'s sample.batch_size)', int)
+  .option('--config <file>', "the run's config, when the checkpoint has no config.json in or above it")
+  .option('--set <key=value>', 'override a config key (e.g. sample.steps)', collect)
+  .option('--out <file>', 'where to write the result (default: eval.json in the run folder)')
+  .option('--adapter <which>', "'auto', 'gpu', 'cpu' or part of an adapter's name")
+  .action(async (opts) => { process.exitCode = await evalCommand(opts); });
+
+trainFlags(program.command('config')
+  .description('print the resolved run config (defaults < --config < flags), or with --docs every option and its default'))
+  .option('--resume <dir>', 'resolve as a resume of this run folder would')
+  .option('--docs', 'print the markdown table of every option (docs/config.md)')
+  .action(async (opts) => { process.exitCode = await configCommand(opts); });
 
 program.parseAsync(process.argv).then(() => process.exit(process.exitCode ?? 0), (e: Error) => {
   console.error(`ddpo: ${e.message}`);
