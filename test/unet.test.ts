@@ -341,4 +341,27 @@ s('LoRA on attn1/attn2 to_q/k/v/out.0: no-op at init, gradients reach only the a
   }
 });
 
+s('full fine-tuning: a backward reaches every UNet parameter with a finite, non-zero gradient', async () => {
+  const unet = new UNet2DConditionModel(tinyRaw(), { device: dev, seed: 3 });
+  try {
+    const params = [...unet.namedParameters()];
+    assert.ok(params.every(([, p]) => p.requiresGrad), 'every parameter trains by default');
+    const x = randTensor([2, 4, 8, 8], 31).t, ctx = randTensor([2, 5, 32], 32).t, w = randTensor([2, 4, 8, 8], 33).t;
+    const loss = E.tidy(() => E.sum(E.mul(unet.forward(x, 500, ctx), w)));
+    E.backward(loss);
+    const bad: string[] = [];
+    for (const [name, p] of params) {
+      if (!p.grad) { bad.push(`${name}: no gradient`); continue; }
+      assert.equal([...p.grad.shape], [...p.shape], name);
+      const g = await p.grad.data();
+      if (!g.every(Number.isFinite)) bad.push(`${name}: non-finite`);
+      else if (g.every((v) => v === 0)) bad.push(`${name}: all zero`);
+    }
+    assert.equal(bad, [], bad.join('; '));
+    loss.dispose();
+  } finally {
+    unet.dispose();
+  }
+});
+
 s.run();
