@@ -6,9 +6,9 @@ export interface Series {
   color?: string;
 }
 
-function ticks(lo: number, hi: number, n = 5): number[] {
+function ticks(lo: number, hi: number, n = 5, integer = false): number[] {
   const span = hi - lo || 1;
-  const step0 = span / n;
+  const step0 = integer ? Math.max(1, span / n) : span / n;
   const mag = 10 ** Math.floor(Math.log10(step0));
   const step = [1, 2, 5, 10].map((m) => m * mag).find((s) => s >= step0)!;
   const out: number[] = [];
@@ -30,7 +30,7 @@ export function lineChartSVG(series: Series[], opts: { title: string; xLabel: st
   parts.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="12">`);
   parts.push(`<rect width="${W}" height="${H}" fill="white"/>`);
   parts.push(`<text x="${W / 2}" y="22" text-anchor="middle" font-size="15">${esc(opts.title)}</text>`);
-  for (const t of ticks(x0, x1)) parts.push(`<line x1="${sx(t)}" x2="${sx(t)}" y1="${T}" y2="${H - B}" stroke="#eee"/><text x="${sx(t)}" y="${H - B + 16}" text-anchor="middle">${t}</text>`);
+  for (const t of ticks(x0, x1, 5, xs.every(Number.isInteger))) parts.push(`<line x1="${sx(t)}" x2="${sx(t)}" y1="${T}" y2="${H - B}" stroke="#eee"/><text x="${sx(t)}" y="${H - B + 16}" text-anchor="middle">${t}</text>`);
   for (const t of ticks(y0, y1)) parts.push(`<line x1="${L}" x2="${W - R}" y1="${sy(t)}" y2="${sy(t)}" stroke="#eee"/><text x="${L - 6}" y="${sy(t) + 4}" text-anchor="end">${opts.logY ? Number((10 ** t).toPrecision(2)) : t}</text>`);
   parts.push(`<line x1="${L}" x2="${L}" y1="${T}" y2="${H - B}" stroke="#333"/><line x1="${L}" x2="${W - R}" y1="${H - B}" y2="${H - B}" stroke="#333"/>`);
   parts.push(`<text x="${W / 2}" y="${H - 10}" text-anchor="middle">${esc(opts.xLabel)}</text>`);
