@@ -2,6 +2,7 @@
 // and forward + backward, in GFLOP/s. FLOPs are the products the kernels actually perform (see
 // flops()); every timed iteration waits for the GPU (device.sync()).
 
+import { randomValues } from './matmul.js';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { Bench } from 'tinybench';
@@ -29,15 +30,6 @@ export interface AttentionRow extends Shape {
   fwdBwdGflops: number | null;
 }
 
-function values(n: number, seed: number): Float32Array {
-  let s = seed >>> 0;
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = s / 2 ** 32 - 0.5;
-  }
-  return out;
-}
 
 /** Products the kernels perform, 2 FLOPs per multiply-add. */
 function flops(s: Shape, withBackward: boolean): number {
@@ -83,7 +75,7 @@ export async function runAttentionBench(dev: Device, opts: AttentionBenchOptions
   const rows: AttentionRow[] = [];
   for (const s of shapes) {
     for (const dtype of dtypes) {
-      const mk = (L: number, seed: number) => tensor(values(s.B * s.H * L * s.D, seed), [s.B, s.H, L, s.D], dtype, dev);
+      const mk = (L: number, seed: number) => tensor(randomValues(s.B * s.H * L * s.D, seed), [s.B, s.H, L, s.D], dtype, dev);
       const q = mk(s.L, 1), k = mk(s.Lk, 2), v = mk(s.Lk, 3);
       const causal = s.what.startsWith('CLIP') ? tensor(Array.from({ length: s.L * s.Lk }, (_, i) => ((i % s.Lk) > Math.floor(i / s.Lk) ? -1e9 : 0)), [s.L, s.Lk], dtype, dev) : null;
       const fwdMs = await median(dev, async () => {

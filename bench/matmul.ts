@@ -60,7 +60,8 @@ export function isSoftwareName(name: string): boolean {
   return /llvmpipe|lavapipe|swiftshader|software/i.test(name);
 }
 
-function randomValues(n: number, seed: number): Float32Array {
+/** Deterministic values in [−0.5, 0.5) (an LCG): benchmark inputs need no statistics, only repeatability. */
+export function randomValues(n: number, seed: number): Float32Array {
   let s = seed >>> 0;
   const out = new Float32Array(n);
   for (let i = 0; i < n; i++) {
