@@ -6,6 +6,7 @@ import { existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Device } from '../engine/device.js';
+import { mulberry32 } from '../rewards/probe-images.js';
 import { createNodeDevice } from '../engine/node.js';
 import { setDefaultDevice, Tensor, tensor } from '../engine/tensor.js';
 import { DType } from '../engine/dtype.js';
@@ -19,16 +20,10 @@ export function testDevice(): Promise<Device> {
   return devicePromise;
 }
 
-/** Deterministic PRNG (mulberry32) so failures reproduce. */
+/** Deterministic PRNG (mulberry32) in [0, 1) so failures reproduce. */
 export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const next = mulberry32(seed);
+  return () => next() / 4294967296;
 }
 
 /** n values uniform in [lo, hi), rounded to f32. */
