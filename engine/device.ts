@@ -5,6 +5,7 @@
 // Nothing in this file needs Node: a browser or another engine hands us its GPUDevice through
 // Device.fromGPUDevice(). engine/node.ts is the Node-only way to get one from Dawn.
 
+import { DispatchProfiler, ProfileEntry } from './profiler.js';
 import { BufferPool, MemoryStats } from './pool.js';
 
 /** Features we ask for when the adapter offers them. */
@@ -68,6 +69,7 @@ export class Device {
   /** Dispatches recorded since creation (for benchmarks and tests). */
   dispatchCount = 0;
   submitCount = 0;
+  private profiler: DispatchProfiler | null = null;
 
   private constructor(readonly gpu: GPUDevice, opts: DeviceOptions) {
     this.features = new Set(gpu.features as unknown as Iterable<string>);
@@ -206,7 +208,7 @@ export class Device {
     for (const b of [...spec.reads, ...spec.writes]) entries.push({ binding: i++, resource: { buffer: b.buffer, offset: b.offset, size: b.size } });
     entries.push({ binding: i, resource: { buffer: this.arena, offset, size: Math.max(paramBytes, 16) } });
     const bindGroup = this.gpu.createBindGroup({ label: spec.label, layout, entries });
-    const pass = this.computePass();
+    const pass = this.profiler ? this.profiledPass(spec.label) : this.computePass();
     pass.setPipeline(pipeline);
     pass.setBindGroup(0, bindGroup);
     pass.dispatchWorkgroups(spec.groups[0], spec.groups[1], spec.groups[2]);
@@ -218,6 +220,39 @@ export class Device {
     if (!this.encoder) this.encoder = this.gpu.createCommandEncoder();
     if (!this.pass) this.pass = this.encoder.beginComputePass();
     return this.pass;
+  }
+
+  /** A pass of its own for one dispatch, timed by the profiler. */
+  private profiledPass(label: string): GPUComputePassEncoder {
+    const profiler = this.profiler!;
+    if (this.pass) { this.pass.end(); this.pass = null; }
+    if (!this.encoder) this.encoder = this.gpu.createCommandEncoder();
+    if (profiler.full) profiler.resolve(this.encoder);
+    this.pass = this.encoder.beginComputePass({ timestampWrites: profiler.next(label) });
+    return this.pass;
+  }
+
+  /**
+   * Starts timing every dispatch on the GPU (needs the 'timestamp-query' feature). Each dispatch
+   * then runs in a pass of its own, which costs time: use it to find hot ops, not for totals.
+   */
+  startProfile(): void {
+    if (!this.hasTimestamps) throw new Error(`profile: this device (${this.adapterName}) lacks the 'timestamp-query' feature`);
+    if (this.profiler) throw new Error('profile: a profile is already running');
+    this.flush();
+    this.profiler = new DispatchProfiler(this.gpu);
+  }
+
+  /** Stops the profile; GPU milliseconds and calls per op, slowest first. */
+  async stopProfile(): Promise<ProfileEntry[]> {
+    const profiler = this.profiler;
+    if (!profiler) throw new Error('profile: no profile is running (call startProfile first)');
+    if (this.pass) { this.pass.end(); this.pass = null; }
+    if (!this.encoder) this.encoder = this.gpu.createCommandEncoder();
+    profiler.resolve(this.encoder);
+    this.profiler = null;
+    await this.sync();
+    return profiler.report();
   }
 
   /** Records a buffer-to-buffer copy in order with the dispatches. */

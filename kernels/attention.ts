@@ -111,6 +111,10 @@ export function attnWGSL(kind: AttnKernel, t: AttnTiles, dtype: DType, maskType:
   // (GPUs); multiplied by the uniform P.one (= 1) it cannot be unrolled, which keeps lavapipe's
   // LLVM compile to about a second instead of many.
   const B = (n: number) => (unroll ? `${n}u` : `(P.one * ${n}u)`);
+  // Where loops are not unrolled anyway, they also stop at the head size: a slice is DS wide and
+  // a software adapter's tile covers 512 columns, so a head of 8 would otherwise do 4–64× the
+  // work on zeros. Skipped terms are exact zeros, so the results are the same bits.
+  const lim = (n: number, bound: string) => (unroll ? `${n}u` : `min(P.one * ${n}u, ${bound})`);
   const DS = ATTN_DS;
   const WGS = R * TPR;
   const NJ = C / TPR; // score registers per thread
@@ -146,7 +150,7 @@ export function attnWGSL(kind: AttnKernel, t: AttnTiles, dtype: DType, maskType:
     for (var s = 0u; s * ${DS}u < ${dim}; s++) {
       workgroupBarrier();${stage('xs', R, x, xStart, xLen, dim)}${stage('ys', C, y, yStart, yLen, dim)}
       workgroupBarrier();
-      for (var e = 0u; e < ${B(DS)}; e++) {
+      for (var e = 0u; e < ${lim(DS, `${dim} - s * ${DS}u`)}; e++) {
         let xv = xs[row * ${DSP}u + e];
         for (var j = 0u; j < ${B(NJ)}; j++) { ${acc}[j] += xv * ys[(lane + ${TPR}u * j) * ${DSP}u + e]; }
       }
@@ -160,7 +164,7 @@ export function attnWGSL(kind: AttnKernel, t: AttnTiles, dtype: DType, maskType:
         workgroupBarrier();
         for (var c = 0u; c < ${B(C)}; c++) {
           let w = ws[row * ${C}u + c];
-          for (var jj = 0u; jj < ${B(NA)}; jj++) { ${acc}[s * ${NA}u + jj] += w * ys[c * ${DSP}u + lane + ${TPR}u * jj]; }
+          for (var jj = 0u; jj < ${lim(NA, `(${dim} - s * ${DS}u + ${TPR - 1}u - lane) / ${TPR}u`)}; jj++) { ${acc}[s * ${NA}u + jj] += w * ys[c * ${DSP}u + lane + ${TPR}u * jj]; }
         }
       }
     }`;
@@ -242,7 +246,7 @@ ${dotBlock('sc', 'q', 'r0', 'P.lq', 'k', 'k0', 'P.lk', 'P.d')}
     let alpha = exp(m - mnew);
     lsum = lsum * alpha + tot;
     m = mnew;
-    for (var a = 0u; a < ${B(NS * NA)}; a++) { acc[a] *= alpha; }
+    for (var a = 0u; a < ${lim(NS * NA, `(P.dv + ${DS - 1}u) / ${DS}u * ${NA}u`)}; a++) { acc[a] *= alpha; }
 ${accBlock('acc', 'v', 'k0', 'P.lk', 'P.dv')}
   }
 ${storeRow('acc', 'o', 'me', 'P.lq', 'P.dv', '(1.0 / lsum)')}

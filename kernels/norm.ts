@@ -10,9 +10,12 @@
 // Σd²/L − (Σd/L)² — the second pass corrects the rounding of m0, so an input of 1e4 + noise
 // keeps its noise (E[x²] − E[x]² would cancel it away).
 //
-// Batch independence: one workgroup per row (or per (row, channel) for the weight partials);
-// thread t takes elements t, t+256, ... and a fixed tree combines them, so the order depends
-// only on L (or S), never on the number of rows.
+// Batch independence: T threads per row, T = normThreads(L) (a power of two from 1 to 256; a
+// workgroup of 256 threads holds 256/T rows), or one workgroup per (row, channel) for the weight
+// partials; thread t takes elements t, t+T, ... and a fixed tree combines them, so the order
+// depends only on L (or S), never on the number of rows. Short rows (a transformer's layer norm
+// over 32 channels) would leave most of a 256-thread workgroup idle, which a software device
+// pays for in full: this is why T shrinks with L.
 
 import { DType } from '../engine/dtype.js';
 import { MAIN_1D, ParamLayout, at, declareBindings, f16Enable } from './common.js';
@@ -41,18 +44,33 @@ export const normLayout = new ParamLayout([
  *  'part': x, g, mean, rstd -> Σ_s g·x̂, Σ_s g per (row, channel) (f32), 'wg' or 'seq'. */
 export type NormVariant = 'fwd' | 'dx' | 'part-wg' | 'part-seq';
 
-export function normKey(v: NormVariant, xType: DType, gType: DType): string {
-  return `norm:${v}:${xType},${gType}`;
+/** Threads per row of the 'fwd' and 'dx' kernels: about 8 elements per thread, 1 … 256. */
+export function normThreads(len: number): number {
+  let t = 1;
+  while (t < NORM_WG && t * 8 < len) t *= 2;
+  return t;
+}
+
+export function normKey(v: NormVariant, xType: DType, gType: DType, threads = NORM_WG): string {
+  return `norm:${v}:${xType},${gType}:${threads}`;
 }
 
 const off = (slot: number) => at('P.offs', `${slot}u`);
 
-/** Tree-sums the vec2 each thread left in red[lid]; the result is red[0] for all threads. */
-const TREE = `  workgroupBarrier();
-  for (var s = ${NORM_WG / 2}u; s > 0u; s = s >> 1u) {
-    if (lid < s) { red[lid] = red[lid] + red[lid + s]; }
+/** Tree-sums the vec2 each thread left in red[lid] over the T threads of its row segment (tl
+ *  = lid mod T, segment base sb); the result is red[sb] for all of them. */
+const treeOf = (T: number) => `  workgroupBarrier();
+  for (var s = ${T >> 1}u; s > 0u; s = s >> 1u) {
+    if (tl < s) { red[lid] = red[lid] + red[lid + s]; }
     workgroupBarrier();
   }`;
+/** Thread-to-row mapping of the segmented kernels; inactive threads still reach the barriers. */
+const rowsOf = (T: number) => `  let tl = lid % ${T}u;
+  let sb = lid - tl;
+  let row = gid * ${NORM_WG / T}u + lid / ${T}u;
+  let live = row < P.nrows;
+  let rowc = select(0u, row, live);`;
+const TREE = treeOf(NORM_WG);
 
 const AFFINE = `fn wAt(row: u32, j: u32) -> f32 {
   if (P.hasw == 0u) { return 1.0; }
@@ -63,7 +81,8 @@ fn bAt(row: u32, j: u32) -> f32 {
   return f32(b[((P.row0 + row) % P.groups) * P.cpg + j / P.S]);
 }`;
 
-export function normWGSL(v: NormVariant, xType: DType, gType: DType): string {
+export function normWGSL(v: NormVariant, xType: DType, gType: DType, T = NORM_WG): string {
+  const STEP = `${T}u`;
   if (v === 'fwd') {
     return `${f16Enable(xType)}
 ${declareBindings(
@@ -72,33 +91,33 @@ ${declareBindings(
 var<workgroup> red: array<vec2<f32>, ${NORM_WG}>;
 ${AFFINE}
 ${MAIN_1D(NORM_WG)}
-  let row = gid;
-  if (row >= P.nrows) { return; }
-  let xb = ${off(SLOT.x)} + row * P.len;
-  let yb = ${off(SLOT.out)} + row * P.len;
+${rowsOf(T)}
+  let len = select(0u, P.len, live);
+  let xb = ${off(SLOT.x)} + rowc * P.len;
+  let yb = ${off(SLOT.out)} + rowc * P.len;
   let n = f32(P.len);
   var s1 = 0.0;
-  for (var j = lid; j < P.len; j += ${NORM_WG}u) { s1 += f32(x[xb + j]); }
+  for (var j = tl; j < len; j += ${STEP}) { s1 += f32(x[xb + j]); }
   red[lid] = vec2<f32>(s1, 0.0);
-${TREE}
-  let m0 = red[0].x / n;
+${treeOf(T)}
+  let m0 = red[sb].x / n;
   workgroupBarrier();
   var d1 = 0.0;
   var d2 = 0.0;
-  for (var j = lid; j < P.len; j += ${NORM_WG}u) {
+  for (var j = tl; j < len; j += ${STEP}) {
     let d = f32(x[xb + j]) - m0;
     d1 += d;
     d2 += d * d;
   }
   red[lid] = vec2<f32>(d1, d2);
-${TREE}
-  let c = red[0].x / n;
-  let rs = inverseSqrt(max(red[0].y / n - c * c, 0.0) + P.eps);
-  if (lid == 0u) {
+${treeOf(T)}
+  let c = red[sb].x / n;
+  let rs = inverseSqrt(max(red[sb].y / n - c * c, 0.0) + P.eps);
+  if (tl == 0u && live) {
     mean[${off(SLOT.mean)} + row] = m0 + c;
     rstd[${off(SLOT.rstd)} + row] = rs;
   }
-  for (var j = lid; j < P.len; j += ${NORM_WG}u) {
+  for (var j = tl; j < len; j += ${STEP}) {
     // (x − m0) − c rather than x − (m0 + c): m0 + c would round to f32 at the mean's scale.
     let xh = ((f32(x[xb + j]) - m0) - c) * rs;
     y[yb + j] = ${xType}(xh * wAt(row, j) + bAt(row, j));
@@ -117,28 +136,28 @@ fn wAt(row: u32, j: u32) -> f32 {
   return f32(w[((P.row0 + row) % P.groups) * P.cpg + j / P.S]);
 }
 ${MAIN_1D(NORM_WG)}
-  let row = gid;
-  if (row >= P.nrows) { return; }
-  let xb = ${off(SLOT.x)} + row * P.len;
-  let gb = ${off(SLOT.g)} + row * P.len;
-  let ob = ${off(SLOT.out)} + row * P.len;
-  let m = mean[${off(SLOT.mean)} + row];
-  let rs = rstd[${off(SLOT.rstd)} + row];
+${rowsOf(T)}
+  let len = select(0u, P.len, live);
+  let xb = ${off(SLOT.x)} + rowc * P.len;
+  let gb = ${off(SLOT.g)} + rowc * P.len;
+  let ob = ${off(SLOT.out)} + rowc * P.len;
+  let m = mean[${off(SLOT.mean)} + rowc];
+  let rs = rstd[${off(SLOT.rstd)} + rowc];
   var a = 0.0;
   var bb = 0.0;
-  for (var j = lid; j < P.len; j += ${NORM_WG}u) {
+  for (var j = tl; j < len; j += ${STEP}) {
     let xh = (f32(x[xb + j]) - m) * rs;
     let wg = f32(g[gb + j]) * wAt(row, j);
     a += wg;
     bb += wg * xh;
   }
   red[lid] = vec2<f32>(a, bb);
-${TREE}
+${treeOf(T)}
   let n = f32(P.len);
-  let ma = red[0].x / n;
-  let mb = red[0].y / n;
+  let ma = red[sb].x / n;
+  let mb = red[sb].y / n;
   // dx = rstd·(w·g − mean(w·g) − x̂·mean(w·g·x̂)), the means over the row.
-  for (var j = lid; j < P.len; j += ${NORM_WG}u) {
+  for (var j = tl; j < len; j += ${STEP}) {
     let xh = (f32(x[xb + j]) - m) * rs;
     let wg = f32(g[gb + j]) * wAt(row, j);
     dx[ob + j] = ${gType}(rs * (wg - ma - xh * mb));
@@ -178,6 +197,7 @@ ${setup}
 var<workgroup> red: array<vec2<f32>, ${NORM_WG}>;
 ${MAIN_1D(NORM_WG)}
   let o = gid;
+  let tl = lid;
   if (o >= P.nrows * P.cpg) { return; }
 ${setup}
   var acc = vec2<f32>(0.0, 0.0);

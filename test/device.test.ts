@@ -33,6 +33,26 @@ s('dispatches are batched: many ops, few submits, no waiting until a read', asyn
   assert.ok(dev.submitCount - s0 <= 2);
 });
 
+s('the profiler times every dispatch by op and leaves results unchanged', async () => {
+  if (!dev.hasTimestamps) return; // nothing to time with on this adapter
+  await assertThrows(() => dev.stopProfile(), /no profile is running/);
+  const x = E.tensor(new Float32Array(3000).map((_, i) => Math.sin(i)), [3000]);
+  const plain = await E.mul(E.add(x, 1), x).data();
+  dev.startProfile();
+  await assertThrows(() => dev.startProfile(), /already running/);
+  let y = x;
+  for (let i = 0; i < 1100; i++) y = E.add(y, 0); // more dispatches than one query set holds
+  const z = E.mul(E.add(y, 1), y);
+  const report = await dev.stopProfile();
+  const add = report.find((e) => e.op === 'add_scalar');
+  const mul = report.find((e) => e.op === 'mul');
+  assert.ok(add && mul, `ops in the report: ${report.map((e) => e.op).join(', ')}`);
+  assert.is(add!.calls, 1101);
+  assert.is(mul!.calls, 1);
+  assert.ok(add!.ms > 0 && Number.isFinite(add!.ms), `add took ${add!.ms} ms`);
+  assert.equal(await z.data(), plain);
+});
+
 s('the pool reuses freed buffers and the statistics track them', async () => {
   const m0 = dev.memory();
   const a = E.zeros([1000]);

@@ -12,7 +12,7 @@ import { planChunks } from '../chunk.js';
 import { sameShape } from '../shape.js';
 import { Tensor } from '../tensor.js';
 import { WG, grid } from '../../kernels/common.js';
-import { NORM_SEQ_LIMIT, NormVariant, SLOT, normKey, normLayout, normWGSL } from '../../kernels/norm.js';
+import { NORM_SEQ_LIMIT, NORM_WG, NormVariant, SLOT, normKey, normLayout, normThreads, normWGSL } from '../../kernels/norm.js';
 import { cast } from './elementwise.js';
 import { sum } from './reduce.js';
 
@@ -56,15 +56,18 @@ function runNorm(v: NormVariant, label: string, geo: Geometry, reads: Operand[],
     if (v === 'fwd') readBinds.push(wBind, bBind);
     else if (v === 'dx') readBinds.splice(2, 0, wBind);
     const rows = ch.shape[0];
+    // fwd/dx: 256/T rows per workgroup; part-wg: a workgroup per output; part-seq: a thread per output.
+    const T = v === 'fwd' || v === 'dx' ? normThreads(L) : NORM_WG;
     const nout = v.startsWith('part') ? rows * cpg : rows;
+    const ngroups = v === 'part-seq' ? Math.ceil(nout / WG) : v === 'part-wg' ? nout : Math.ceil(rows / (NORM_WG / T));
     dev.dispatch({
       label,
-      key: normKey(v, xType, gType),
-      code: () => normWGSL(v, xType, gType),
+      key: normKey(v, xType, gType, T),
+      code: () => normWGSL(v, xType, gType, T),
       reads: readBinds,
       writes: writes.map((_, k) => bind(reads.length + k)),
       params: normLayout.pack({ offs, nrows: rows, row0, groups, cpg, S, len: L, hasw: affine.w ? 1 : 0, hasb: affine.b ? 1 : 0, eps }),
-      groups: grid(v === 'part-seq' ? Math.ceil(nout / WG) : nout, dev.limits.maxComputeWorkgroupsPerDimension),
+      groups: grid(ngroups, dev.limits.maxComputeWorkgroupsPerDimension),
     });
     row0 += rows;
   }
