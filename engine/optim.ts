@@ -133,6 +133,41 @@ export abstract class Optimizer {
     return this.params.filter((p) => this.state.has(p)).map((p) => ({ param: p, ...this.state.get(p)! }));
   }
 
+  /**
+   * Installs per-parameter state (the inverse of stateDict, e.g. from a checkpoint). Everything is
+   * checked before anything changes: each param must be one of this optimizer's, the buffers
+   * exactly this family's (names, f32, the parameter's shape and device). The optimizer takes
+   * ownership of the buffers and frees any state they replace.
+   */
+  loadStateDict(entries: readonly { param: Tensor; step: number; buffers: Readonly<Record<string, Tensor>> }[]): void {
+    const op = `${this.name}.loadStateDict`;
+    if (this.disposed) throw new Error(`${op}: the optimizer was disposed`);
+    const names = OPTIM_STATE[this.kind()];
+    const seen = new Set<Tensor>();
+    entries.forEach(({ param, step, buffers }, k) => {
+      const i = this.params.indexOf(param);
+      if (i < 0) throw new Error(`${op}: entry ${k} names a tensor ${param.describe()} that is not a parameter of this optimizer`);
+      if (seen.has(param)) throw new Error(`${op}: parameter ${i} ${param.describe()} appears twice`);
+      seen.add(param);
+      if (!Number.isInteger(step) || step < 1) throw new Error(`${op}: parameter ${i} has step ${step}; a stored state has taken at least one step`);
+      const got = Object.keys(buffers).sort().join(', ');
+      if (got !== [...names].sort().join(', ')) throw new Error(`${op}: parameter ${i} has buffers [${got}], ${this.name} keeps [${names.join(', ')}]`);
+      for (const nm of names) {
+        const b = buffers[nm];
+        if (b.isDisposed || b.dtype !== 'f32' || b.device !== param.device || b.shape.join() !== param.shape.join()) {
+          throw new Error(`${op}: parameter ${i} ${param.describe()}: buffer "${nm}" ${b.isDisposed ? '(disposed)' : b.describe()} must be a live f32 tensor of the parameter's shape on its device`);
+        }
+      }
+    });
+    for (const { param, step, buffers } of entries) {
+      const prev = this.state.get(param);
+      const next: Record<string, Tensor> = {};
+      for (const nm of names) next[nm] = keep(buffers[nm]);
+      if (prev) for (const [nm, b] of Object.entries(prev.buffers)) if (b !== next[nm]) b.dispose();
+      this.state.set(param, { step, buffers: next });
+    }
+  }
+
   /** Frees the moment buffers. The parameters and their gradients are left alone. */
   dispose(): void {
     for (const st of this.state.values()) for (const t of Object.values(st.buffers)) t.dispose();

@@ -14,10 +14,9 @@
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { AdamW, ParamState } from '../engine/optim.js';
+import { AdamW } from '../engine/optim.js';
 import { copyInto } from '../engine/nn/module.js';
 import { loadSafetensors, readSafetensorsHeader, saveSafetensors } from '../engine/safetensors.js';
-import { keep } from '../engine/scope.js';
 import { Tensor } from '../engine/tensor.js';
 import { fmt } from '../engine/shape.js';
 
@@ -164,12 +163,9 @@ export async function loadOptimizerState<S>(folder: string, file: CheckpointFile
   opt.weightDecay = meta.weightDecay;
   const path = join(folder, meta.file);
   const loaded = await loadSafetensors(path, { device: opt.params[0].device, dtype: 'f32' });
-  // The Optimizer class keeps its per-parameter state in a private map with no setter; this
-  // module is its one writer from outside (an Optimizer.loadStateDict would be the clean home).
-  const state = (opt as unknown as { state: Map<Tensor, ParamState> }).state;
-  if (!(state instanceof Map)) throw new Error('loadOptimizerState: this Optimizer build keeps its state elsewhere');
-  const used = new Set<string>();
+  const claimed = new Set<string>();
   try {
+    const entries: { param: Tensor; step: number; buffers: Record<string, Tensor> }[] = [];
     for (const [name, step] of Object.entries(meta.steps)) {
       const p = params.get(name);
       if (!p) throw new Error(`checkpoint ${path}: optimizer state for "${name}", which the model does not train`);
@@ -180,17 +176,16 @@ export async function loadOptimizerState<S>(folder: string, file: CheckpointFile
         const t = loaded.get(key);
         if (!t) throw new Error(`checkpoint ${path}: missing "${key}"`);
         if (t.shape.join() !== p.shape.join()) throw new Error(`checkpoint ${path}: "${key}" ${t.describe()} does not match the parameter ${p.describe()}`);
-        buffers[ours] = keep(t);
-        used.add(key);
+        buffers[ours] = t;
+        claimed.add(key);
       }
-      const prev = state.get(p);
-      if (prev) for (const b of Object.values(prev.buffers)) b.dispose();
-      state.set(p, { step, buffers });
+      entries.push({ param: p, step, buffers });
     }
-    const extra = [...loaded.keys()].filter((k) => !used.has(k));
+    const extra = [...loaded.keys()].filter((k) => !claimed.has(k));
     if (extra.length) throw new Error(`checkpoint ${path}: unexpected tensors ${extra.slice(0, 5).join(', ')}`);
+    opt.loadStateDict(entries); // checks everything before it installs anything; then owns the buffers
   } catch (e) {
-    for (const [k, t] of loaded) if (!used.has(k)) t.dispose();
+    for (const t of loaded.values()) t.dispose();
     throw e;
   }
 }

@@ -5,6 +5,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as E from '../engine/index.js';
 import { Adam, AdamW, Optimizer, SGD, clipGradNorm } from '../engine/optim.js';
+import { copyInto } from '../engine/nn/module.js';
 import { assertClose, assertThrows, randArray, testDevice } from './helpers.js';
 
 const dev = await testDevice();
@@ -197,6 +198,35 @@ s('a step inside tidy() keeps the optimizer state', async () => {
   assert.ok(!opt.stateOf(p)!.buffers.momentum.isDisposed, 'momentum buffer survived tidy');
   assert.ok(!p.isDisposed);
   opt.zeroGrad(); opt.dispose(); p.dispose();
+});
+
+s('loadStateDict into a fresh optimizer continues bit-identically; bad state is refused whole', async () => {
+  const mk = () => [E.tensor(randArray(37, 21), [37]).requireGrad(), E.tensor(randArray(6, 22), [2, 3]).requireGrad()];
+  const [a0, a1] = mk();
+  const [b0, b1] = mk();
+  const optA = new AdamW([a0, a1], { lr: 0.01 });
+  const grads = (t: number) => [randArray(37, 30 + t), randArray(6, 40 + t)];
+  for (let t = 0; t < 3; t++) { const g = grads(t); setGrad(a0, g[0]); if (t !== 1) setGrad(a1, g[1]); optA.step(); optA.zeroGrad(); }
+  // b: the same weights, then a fresh optimizer given copies of a's state.
+  copyInto(b0, a0); copyInto(b1, a1);
+  const optB = new AdamW([b0, b1], { lr: 0.01 });
+  const copies = optA.stateDict().map((e) => ({ param: e.param === a0 ? b0 : b1, step: e.step, buffers: Object.fromEntries(Object.entries(e.buffers).map(([k, v]) => [k, E.mul(v, 1)])) }));
+  optB.loadStateDict(copies);
+  assert.is(optB.stateOf(b1)!.step, 2, 'per-parameter step counts kept');
+  const g = grads(9);
+  setGrad(a0, g[0]); setGrad(a1, g[1]); optA.step();
+  setGrad(b0, g[0]); setGrad(b1, g[1]); optB.step();
+  assert.equal(await b0.data(), await a0.data());
+  assert.equal(await b1.data(), await a1.data());
+
+  const z = () => E.zeros([37]);
+  await assertThrows(() => optB.loadStateDict([{ param: E.zeros([37]), step: 1, buffers: { expAvg: z(), expAvgSq: z() } }]), /not a parameter of this optimizer/);
+  await assertThrows(() => optB.loadStateDict([{ param: b0, step: 1, buffers: { momentum: z() } }]), /buffers \[momentum\]/);
+  await assertThrows(() => optB.loadStateDict([{ param: b0, step: 0, buffers: { expAvg: z(), expAvgSq: z() } }]), /step 0/);
+  await assertThrows(() => optB.loadStateDict([{ param: b0, step: 1, buffers: { expAvg: z(), expAvgSq: E.zeros([36]) } }]), /expAvgSq/, /shape/);
+  assert.equal(await b0.data(), await a0.data(), 'a refused load changed nothing');
+  for (const o of [optA, optB]) { o.zeroGrad(); o.dispose(); }
+  for (const t of [a0, a1, b0, b1]) t.dispose();
 });
 
 // ---------------------------------------------------------------- clipGradNorm
