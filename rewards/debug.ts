@@ -21,15 +21,3 @@ export function makeDebugReward(opts: DebugRewardOptions = {}): Reward {
     void images;
   };
 }
-
-/** The mean pixel value of each image: a cheap reward that depends on the pixels. */
-export function meanPixel(images: ImageBatch): number[] {
-  const per = images.c * images.h * images.w;
-  const out: number[] = [];
-  for (let i = 0; i < images.n; i++) {
-    let s = 0;
-    for (let k = i * per; k < (i + 1) * per; k++) s += images.data[k];
-    out.push(per ? s / per : NaN);
-  }
-  return out;
-}

@@ -11,6 +11,8 @@ import { Reward, RewardSpec } from './types.js';
 export const BUILTIN_REWARDS = {
   jpeg_compressibility: { module: new URL('./jpeg.js', import.meta.url).href, export: 'jpegCompressibility' },
   jpeg_incompressibility: { module: new URL('./jpeg.js', import.meta.url).href, export: 'jpegIncompressibility' },
+  brightness: { module: new URL('./brightness.js', import.meta.url).href, export: 'brightness' },
+  darkness: { module: new URL('./brightness.js', import.meta.url).href, export: 'darkness' },
 } satisfies Record<string, RewardSpec>;
 
 export type BuiltinRewardName = keyof typeof BUILTIN_REWARDS;

@@ -7,11 +7,11 @@ import * as assert from 'uvu/assert';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
-  ImageBatch, RewardPool, RewardSpec, batchFromHWC, builtinReward, combineRewards, jpegCompressibility,
+  ImageBatch, RewardPool, RewardSpec, batchFromHWC, brightness, builtinReward, combineRewards, jpegCompressibility,
   jpegIncompressibility, jpegSizesKB, loadReward, quantise, scoreBatch, toRGBA,
 } from '../rewards/index.js';
 import { PROBE_IMAGES, fnv1a, probeImage } from '../rewards/probe-images.js';
-import { assertThrows, repoRoot } from './helpers.js';
+import { assertClose, assertThrows, repoRoot } from './helpers.js';
 
 const s = suite('rewards');
 
@@ -92,6 +92,19 @@ s('jpeg-js vs PIL (fixture from scripts/jpeg_pil_sizes.py): same pixels, ~same a
 });
 
 // ---------------------------------------------------------------- combine, scoreBatch, load
+
+s('brightness / darkness: the mean pixel value and its complement, by name through loadReward', async () => {
+  const data = new Float32Array(2 * 3 * 2 * 2);
+  data.fill(0.5, 0, 12);
+  for (let k = 12; k < 24; k++) data[k] = k % 2; // half black, half white
+  data[12] = 0.25;
+  const images = { data, n: 2, c: 3, h: 2, w: 2 };
+  const b = await (await loadReward(builtinReward('brightness')))(images, ['a', 'b'], [{}, {}]);
+  const d = await (await loadReward(builtinReward('darkness')))(images, ['a', 'b'], [{}, {}]);
+  assertClose(b, [0.5, (6 - 0 + 0.25) / 12], 1e-7);
+  assertClose(d, [0.5, 1 - (6.25 / 12)], 1e-7);
+  await assertThrows(() => brightness({ data: new Float32Array(3), n: 2, c: 3, h: 2, w: 2 }), /brightness/);
+});
 
 s('combineRewards: weighted sum, NaN propagates, weight-0 parts not run', async () => {
   let ran = false;
