@@ -63,13 +63,24 @@ export const convLayout = new ParamLayout([
   { name: 'zbase', type: 'u32' },
 ]);
 
+/** The largest tile (BM rows of M): its threads and workgroup memory bound what a device must offer. */
 export const CONV_TILE = { BM: 64, BN: 64, BK: 16, wgX: 16, wgY: 16 } as const;
 export const CONV_THREADS = CONV_TILE.wgX * CONV_TILE.wgY;
 /** Shared memory of the kernel: two 16×(16+1) vec4 slabs. */
 export const CONV_SHARED_BYTES = 16 * CONV_TILE.BK * (CONV_TILE.wgX + 1 + CONV_TILE.wgY + 1);
 
-export function convKey(mode: ConvMode, dtype: DType): string {
-  return `conv2d:${mode}:${dtype}`;
+/**
+ * Rows of M per tile: 16, 32 or 64, the least that covers M. A 64-row tile over a 16-channel
+ * conv would spend three quarters of its threads on zero rows (a software device pays for
+ * them in full). Which tile runs never changes a result: each output is still one thread's
+ * in-order sum over k.
+ */
+export function convTileRows(M: number): 16 | 32 | 64 {
+  return M <= 16 ? 16 : M <= 32 ? 32 : 64;
+}
+
+export function convKey(mode: ConvMode, dtype: DType, BM: number = CONV_TILE.BM): string {
+  return `conv2d:${mode}:${dtype}:${BM}`;
 }
 
 /**
@@ -146,8 +157,10 @@ fn readB(t: Tap, n: u32) -> f32 {
 fn cRow(z: u32, m: u32) -> u32 { return P.offO + (z * P.COG + m) * P.N; }`;
 }
 
-export function convWGSL(mode: ConvMode, dtype: DType): string {
-  const { BM, BN, BK, wgX, wgY } = CONV_TILE;
+export function convWGSL(mode: ConvMode, dtype: DType, BM: number = CONV_TILE.BM): string {
+  const { BN, BK, wgX } = CONV_TILE;
+  const wgY = BM / 4;
+  const threads = wgX * wgY;
   const ldA = wgY + 1, ldB = wgX + 1;
   const reads = mode === 'fwd'
     ? [{ name: 'X', type: dtype }, { name: 'Wt', type: dtype }, { name: 'Bias', type: dtype }]
@@ -180,9 +193,9 @@ ${mode === 'dw' ? `  // Continue the sum of an earlier batch chunk: the same fma
       }
     }
   }
-` : ''}  // One vec4 of A (4 rows at one k) and one of B (4 columns at one k) per thread per slab.
+` : ''}  // One vec4 of A (4 rows at one k) per thread per slab, and ${BK}·${BN / 4} vec4 of B (4 columns
+  // at one k) shared out over the ${threads} threads.
   let aK = lid & ${BK - 1}u; let aM4 = lid >> 4u;
-  let bN4 = lid & ${BN / 4 - 1}u; let bK = lid >> 4u;
   for (var k0 = 0u; k0 < P.K; k0 += ${BK}u) {
     {
       var v = vec4<f32>(0.0);
@@ -196,7 +209,8 @@ ${mode === 'dw' ? `  // Continue the sum of an earlier batch chunk: the same fma
       }
       As[aK * ${ldA}u + aM4] = v;
     }
-    {
+    for (var bi = lid; bi < ${BK * BN / 4}u; bi += ${threads}u) {
+      let bN4 = bi & ${BN / 4 - 1}u; let bK = bi >> 4u;
       var v = vec4<f32>(0.0);
       let gk = k0 + bK;
       if (gk < P.K) {

@@ -13,7 +13,7 @@ import { record } from '../autograd.js';
 import { bytesOf } from '../dtype.js';
 import { fmt } from '../shape.js';
 import { Tensor } from '../tensor.js';
-import { CONV_SHARED_BYTES, CONV_THREADS, CONV_TILE, ConvMode, convKey, convLayout, convWGSL } from '../../kernels/conv2d.js';
+import { CONV_SHARED_BYTES, CONV_THREADS, CONV_TILE, ConvMode, convKey, convLayout, convTileRows, convWGSL } from '../../kernels/conv2d.js';
 import { planBands } from './conv2d-bands.js';
 import { cast } from './elementwise.js';
 import { full } from './movement.js';
@@ -286,7 +286,7 @@ function runConv(mode: ConvMode, geo: Conv2dGeometry, inputs: (Tensor | null)[],
   const per = samplesPerChunk(ops, N, dev.maxBindingBytes, align, label);
   if (per === 0) { runBanded(mode, geo, inputs, out, label); return; }
   const maxG = dev.limits.maxComputeWorkgroupsPerDimension;
-  const { BM, BN } = CONV_TILE;
+  const { BN } = CONV_TILE;
   for (let s0 = 0; s0 < N; s0 += per) {
     const ns = Math.min(per, N - s0);
     const wins = ops.map((o) => (o.perSample ? windowOf(o, s0 * o.perSample, ns * o.perSample, align) : windowOf(o, 0, o.total, align)));
@@ -301,14 +301,15 @@ function runConv(mode: ConvMode, geo: Conv2dGeometry, inputs: (Tensor | null)[],
       off0: wins[0].offset, off1: wins[1].offset, off2: mode === 'fwd' ? wins[2].offset : 0, offO: outWin.offset,
       flag: mode === 'fwd' ? (inputs[2] ? 1 : 0) : mode === 'dw' ? (s0 > 0 || carry ? 1 : 0) : 0,
     };
+    const BM = convTileRows(M);
     const gx = Math.ceil(NN / BN), gy = Math.ceil(M / BM);
     for (let z = 0; z < gz; z += maxG) {
       for (let y = 0; y < gy; y += maxG) {
         for (let xb = 0; xb < gx; xb += maxG) {
           dev.dispatch({
             label,
-            key: convKey(mode, dtype),
-            code: () => convWGSL(mode, dtype),
+            key: convKey(mode, dtype, BM),
+            code: () => convWGSL(mode, dtype, BM),
             reads: wins.slice(0, -1).map((w) => w.binding),
             writes: [outWin.binding],
             params: convLayout.pack({ ...base, xbase: xb, ybase: y, zbase: z }),
