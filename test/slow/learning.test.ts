@@ -1,0 +1,42 @@
+// Learning over seeds and longer runs (slow: about 10 minutes on a 2-core software device); the
+// quick version is test/learning.test.ts, whose setup (test/learning-setup.ts) this shares.
+//
+// 1. Brightness, three model initialisations: DDPO-IS raises the fixed-seed eval reward and its
+//    negated control lowers it, for every one (not one lucky seed).
+// 2. JPEG compressibility, the paper's task, from scratch: see rewards/README.md for why a
+//    random model starts where the JPEG size is at a maximum. Six epochs of DDPO-IS against its
+//    negated control (which, from that maximum, has almost nowhere to go).
+
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { jpegCompressibility } from '../../rewards/jpeg.js';
+import { testDevice } from '../helpers.js';
+import { learn } from '../learning-setup.js';
+
+const dev = await testDevice();
+const s = suite('learning (slow)');
+const scratch = mkdtempSync(join(tmpdir(), 'ddpo-learning-slow-'));
+
+s('brightness: DDPO-IS raises it and its negated control lowers it, for 3 model initialisations', async () => {
+  const rows: string[] = [];
+  for (const modelSeed of [1, 2, 3]) {
+    const up = await learn({ algorithm: 'ddpo-is' }, { device: dev, scratch, modelSeed });
+    const down = await learn({ algorithm: 'ddpo-is', negate_advantages: true }, { device: dev, scratch, modelSeed });
+    rows.push(`model seed ${modelSeed}: ${(up.after - up.before).toFixed(5)} / negated ${(down.after - down.before).toFixed(5)}`);
+    assert.ok(up.after > up.before && down.after < down.before, rows.join('; '));
+  }
+});
+
+s('JPEG compressibility from scratch: six epochs of DDPO-IS end above its negated control', async () => {
+  const cfg = { algorithm: 'ddpo-is' as const, num_epochs: 6 };
+  const up = await learn(cfg, { device: dev, scratch, reward: jpegCompressibility });
+  const down = await learn({ ...cfg, negate_advantages: true }, { device: dev, scratch, reward: jpegCompressibility });
+  assert.ok(up.after - down.after > 0, `trained ${up.after} vs negated ${down.after} (from ${up.before})`);
+});
+
+s.after(() => rmSync(scratch, { recursive: true, force: true }));
+
+s.run();
