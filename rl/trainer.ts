@@ -753,9 +753,19 @@ export class Trainer {
       record.gridCaptions = evalPrompts.map((p, i) => [p, Number.isFinite(evalScored.rewards[i]) ? `reward ${evalScored.rewards[i].toFixed(4)}` : 'reward dropped']);
     }
     this.log(`epoch ${epoch}: reward ${statsOf(rewards).mean.toFixed(4)} ± ${statsOf(rewards).std.toFixed(4)}, loss ${record.loss.toExponential(3)}, ${record.seconds.total.toFixed(1)} s`);
+    // Past the first optimizer step of a round, a ratio outside the clip range passes gradient only
+    // when its sample moved against its advantage: if nearly all are outside, the later steps mostly
+    // undo the first (measured in test/learning-setup.ts). Say so once. (The first step's ratios
+    // are exactly 1, so the epoch's clipfrac is at most (steps − 1)/steps.)
+    if (c.algorithm === 'ddpo-is' && steps > 1 && record.clipfrac > 0.9 * (steps - 1) / steps && !this.warnedClip) {
+      this.warnedClip = true;
+      this.log(`warning: clipfrac ${record.clipfrac.toFixed(2)} with ${steps} optimizer steps per epoch: each step moves the policy far beyond clip_range ${c.clip_range}, so the steps after the first mostly undo it. Lower train.lr, use LoRA, raise train.clip_range, or take one step per epoch (train.gradient_accumulation_steps = samples per epoch / train.batch_size).`);
+    }
     await this.opts.onEpoch?.(record);
     return { status: 'ok' };
   }
+
+  private warnedClip = false;
 
   /** num_inner_epochs passes over the samples; returns the optimizer steps taken. */
   private train(s: EpochSamples, adv: Float64Array, sums: GpuSums, epoch: number): number {

@@ -116,6 +116,15 @@ s('tiny pipeline: seeded, SD-architecture, and saveStableDiffusion/loadStableDif
   }
 });
 
+s('DDPO-IS warns once when nearly every ratio leaves the clip range after the first step', async () => {
+  const lines: string[] = [];
+  const run = await train({ num_epochs: 2, gradient_accumulation_steps: 1 }, { log: (m) => lines.push(m) }); // 2 steps per epoch, full FT at lr 0.01
+  assert.ok(run.records[0].clipfrac > 0.45, `clipfrac ${run.records[0].clipfrac}`);
+  const warnings = lines.filter((l) => l.startsWith('warning: clipfrac'));
+  assert.is(warnings.length, 1, lines.join('\n'));
+  assert.match(warnings[0], /train\.lr/);
+});
+
 s('DDPO-IS update direction: one step raises the surrogate mean(A·ratio) on the true advantages; the negative control lowers it', async () => {
   // Two inner epochs with one optimizer step each and no clipping: the first pass has ratio = 1
   // exactly, so its loss is −mean(A); the epoch's mean loss then gives the second pass's loss.

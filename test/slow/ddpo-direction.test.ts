@@ -1,5 +1,5 @@
 // Does the DDPO policy gradient point uphill in expected reward? A direct check without the
-// training loop (whose learning curves are noise-dominated on the tiny model).
+// training loop (the loop's own check is test/learning.test.ts).
 //
 // Reward = mean of latent channel 0 of x₀: a function of the policy's actions (the sampled
 // latents) alone, so no decoder is involved. On the tiny random pipeline we sample N trajectories
