@@ -190,15 +190,20 @@ export function metricsChartSVG(rows: readonly MetricsRow[], cols: { key: Key; n
   return lineChartSVG(series, { title, xLabel: 'epoch', yLabel });
 }
 
-/** The reward curve: mean, with the p10–p90 spread and min/max as lighter lines. */
+/**
+ * The reward curve: the training samples' mean, with the p10–p90 spread and min/max as lighter
+ * lines, and the evaluation grid's mean (the same noise every epoch, so its changes are the
+ * model's, not sampling luck) in red.
+ */
 export function rewardChartSVG(rows: readonly MetricsRow[]): string {
   return metricsChartSVG(rows, [
-    // Drawn in order, so the mean goes last, on top.
+    // Drawn in order, so the means go last, on top.
     { key: 'reward_max', name: 'max', color: '#c8c8c8' },
     { key: 'reward_min', name: 'min', color: '#c8c8c8' },
     { key: 'reward_p90', name: 'p90', color: '#8fbbd9' },
     { key: 'reward_p10', name: 'p10', color: '#8fbbd9' },
     { key: 'reward_mean', name: 'mean', color: '#1f77b4' },
+    { key: 'grid_reward_mean', name: 'eval mean (fixed seeds)', color: '#d62728' },
   ], 'reward per epoch', 'reward');
 }
 
@@ -320,6 +325,11 @@ export class RunReport {
       const total = sum('time_total_s');
       facts.push(['epochs recorded', `${rows.length} (${rows[0].epoch}–${last.epoch})`]);
       facts.push(['reward (last epoch)', `${fmt(last.reward_mean)} ± ${fmt(last.reward_std)} (first: ${fmt(rows[0].reward_mean)})`]);
+      const evals = rows.filter((r) => r.grid_reward_mean !== null);
+      if (evals.length) {
+        const [e0, e1] = [evals[0], evals[evals.length - 1]];
+        facts.push(['eval reward (fixed seeds)', `${fmt(e1.grid_reward_mean)} at epoch ${e1.epoch} (epoch ${e0.epoch}: ${fmt(e0.grid_reward_mean)}); each epoch's eval samples the model before that epoch's update`]);
+      }
       facts.push(['time (all epochs)', `${fmt(total, 3)} s: sampling ${fmt(sum('time_sampling_s'), 3)} s, reward ${fmt(sum('time_reward_s'), 3)} s, training ${fmt(sum('time_training_s'), 3)} s`]);
       facts.push(['samples/s (last epoch)', fmt(last.samples_per_s, 3)]);
       facts.push(['GPU memory peak', bytes(Math.max(...rows.map((r) => r.gpu_peak_bytes ?? 0)) || null)]);
