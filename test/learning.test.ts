@@ -1,7 +1,7 @@
 // Training moves the model the way the reward asks: on the tiny random SD-architecture pipeline,
 // two epochs of DDPO-IS and DDPO-SF raise the brightness of fixed-seed evaluation samples,
-// DDPO-IS on negated advantages (the negative control) lowers it, and RWR ends above RWR on
-// negated rewards.
+// DDPO-IS on negated advantages (the negative control) lowers it, and RWR and sparse RWR end
+// above themselves trained on negated rewards.
 //
 // Why brightness and not JPEG size: a random model's images are noise, and their JPEG size sits
 // at a maximum along every simple direction of the model (shifting the UNet's output bias either
@@ -65,6 +65,15 @@ s(`rwr: ends above its negated control by > ${MARGIN}`, async () => {
   const g = await run('rwr', cfg);
   const neg = await run('rwr-neg', { ...cfg, negate_advantages: true });
   assert.ok(g - neg > MARGIN, `rwr ${g} vs negated ${neg}`);
+});
+
+// Sparse RWR trains on the top 10 % only (2 of 16 samples an epoch): a smaller signal on top of
+// the same fit. Measured: −0.0050 vs its negated control −0.0066.
+s(`rwr-sparse: ends above its negated control by > ${MARGIN / 2}`, async () => {
+  const cfg = { algorithm: 'rwr-sparse', learning_rate: 3e-3, gradient_accumulation_steps: 1 } as const;
+  const g = await run('sparse', cfg);
+  const neg = await run('sparse-neg', { ...cfg, negate_advantages: true });
+  assert.ok(g - neg > MARGIN / 2, `rwr-sparse ${g} vs negated ${neg}`);
 });
 
 s.after(() => rmSync(scratch, { recursive: true, force: true }));
