@@ -6,7 +6,9 @@
 // reported). Writes DIR/epoch.json (DIR = --out, else $OUT, else bench-results).
 //
 // --sd-v1, for a GPU: SD v1 sizes with random weights (they cannot travel) and the issue's
-//   settings: LoRA rank 4, 50 DDIM steps, guidance 5, one batch of 8 samples, JPEG reward. The
+//   settings: LoRA rank 4 (f32 adapters on an f16 UNet where the device has shader-f16, as the
+//   PyTorch figure in ../shared/gpu/README.md), 50 DDIM steps, guidance 5, one batch of 8
+//   samples, JPEG reward. The
 //   training part runs only `--train-steps` (default 2) of the 50 timesteps per sample
 //   (timestep_fraction) and is extrapolated to all 50 — training time is linear in trained
 //   timesteps — and the figure says so. A watchdog stops the script at --budget-s (default 330)
@@ -120,7 +122,7 @@ export async function runSdV1EpochBench(dev: Device, opts: SdV1EpochOptions = {}
   const figures: EpochFigure[] = [];
   let status = 'running';
   const write = () => writeFileSync(join(outDir, `epoch-${model}.json`), JSON.stringify({
-    bench: 'epoch', model, adapter: dev.adapterName, steps, trainedTimesteps: trainSteps, budgetS: budgetMs / 1000,
+    bench: 'epoch', model, adapter: dev.adapterName, unetDtype: dev.hasF16 ? 'f16' : 'f32', steps, trainedTimesteps: trainSteps, budgetS: budgetMs / 1000,
     elapsedS: (performance.now() - t0) / 1000, status, note: `training measured on ${trainSteps} of ${steps} timesteps per sample and extrapolated ×${steps / trainSteps}`, figures,
   }, null, 2) + '\n');
   write();
@@ -133,9 +135,10 @@ export async function runSdV1EpochBench(dev: Device, opts: SdV1EpochOptions = {}
   };
   const trained = trainedTimesteps({ ...TRAIN_DEFAULTS, ...tc });
   if (trained !== trainSteps) throw new Error(`epoch bench: timestep_fraction ${tc.timestep_fraction} trains ${trained} timesteps, not ${trainSteps}`);
-  log(`SD-size epoch: model ${model} (random weights, f32 with LoRA rank 4), ${steps} steps, guidance 5, 8 samples, training ${trainSteps}/${steps} timesteps (extrapolated), on ${dev.adapterName}`);
+  const unetDtype = dev.hasF16 ? 'f16' : 'f32';
+  log(`SD-size epoch: model ${model} (random weights, ${unetDtype} UNet with f32 LoRA rank 4), ${steps} steps, guidance 5, 8 samples, training ${trainSteps}/${steps} timesteps (extrapolated), on ${dev.adapterName}`);
   const tLoad = performance.now();
-  const sd = createPipelineFromConfig(model, { device: dev, seed: 0 });
+  const sd = createPipelineFromConfig(model, { device: dev, seed: 0, unetDtype });
   log(`model built in ${((performance.now() - tLoad) / 1000).toFixed(1)} s`);
   try {
     await runEpochs(sd, tc as TrainConfig, { reward: builtinReward('jpeg_compressibility'), prompts: promptsFromLines(['a cat', 'a dog']) }, (r) => {

@@ -10,7 +10,7 @@
 //   --sd-v1 (`node dist/bench/models.js --sd-v1 [--budget-s 330] [--out DIR]`), for a real GPU:
 //     SD v1 sizes with random weights (they cannot travel), f16 where the device has shader-f16:
 //     UNet forward at 64×64 latents, batch 2 and 16; forward + LoRA (r 4, to_q/k/v/out.0) backward
-//     batch 2 (LoRA needs an f32 base, so that figure is f32); VAE decode 64×64 → 512²; text
+//     batch 2 (f32 adapters on the same base dtype); VAE decode 64×64 → 512²; text
 //     encoder batch 2 × 77. Each figure is appended to DIR/models-sd-v1.jsonl (DIR = --out, else
 //     $OUT, else bench-results) and the summary DIR/models-sd-v1.json rewritten as soon as it is
 //     known, and the run stops before the budget (a watchdog exits at the budget whatever runs).
@@ -259,15 +259,15 @@ export async function runSdV1Bench(dev: Device, opts: SdV1BenchOptions = {}): Pr
       note: `50 × UNet(16) ${b16.ms.toFixed(1)} ms${te ? ' + text encoder' : ''}${dec ? ' + 8 × VAE decode' : ''}; DDIM arithmetic not counted`,
     });
   }
-  await step('UNet forward + LoRA backward batch 2 (f32 base)', 45, async () => {
-    const u = new UNet2DConditionModel(cfg.unet, { device: dev, dtype: 'f32', seed: 0 });
-    const i = inputs(dev, 2, latent, ctxDim, 'f32');
+  await step(`UNet forward + LoRA backward batch 2 (${dtype} base)`, 45, async () => {
+    const u = new UNet2DConditionModel(cfg.unet, { device: dev, dtype, seed: 0 });
+    const i = inputs(dev, 2, latent, ctxDim, dtype);
     try {
       const tf = await timeIt(dev, n, unetForward(u, i), stop);
-      add({ config: name, what: `UNet forward ${latent}×${latent}`, dtype: 'f32', batch: 2, ...tf });
+      add({ config: name, what: `UNet forward ${latent}×${latent}`, dtype, batch: 2, ...tf });
       injectUnetLoRA(u, { rank: 4 });
       const t = await timeIt(dev, n, unetLoraStep(u, i), stop);
-      add({ config: name, what: 'UNet forward + LoRA backward (r 4)', dtype: 'f32', batch: 2, ...t, note: 'LoRA needs an f32 base' });
+      add({ config: name, what: 'UNet forward + LoRA backward (r 4)', dtype, batch: 2, ...t, note: `${dtype} base, f32 adapters` });
     } finally { disposeInputs(i); u.dispose(); }
   });
   clearTimeout(watchdog);

@@ -105,7 +105,7 @@ export async function configCommand(o: TrainCliOptions & { docs?: boolean }): Pr
 
 /** Loads the model a config names: 'tiny' builds the small random SD-architecture model. */
 export async function loadModel(cfg: Pick<ResolvedConfig, 'model' | 'dtype' | 'seed'>, device: Device): Promise<StableDiffusion> {
-  if (cfg.model === 'tiny') return createTinyPipeline({ device, seed: cfg.seed });
+  if (cfg.model === 'tiny') return createTinyPipeline({ device, seed: cfg.seed, dtype: cfg.dtype });
   if (!existsSync(cfg.model) || !statSync(cfg.model).isDirectory()) {
     throw new Error(`model ${cfg.model}: not a folder. Give a diffusers-layout Stable Diffusion folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/) with --model, or --model tiny for the built-in small model`);
   }
@@ -124,8 +124,8 @@ export function checkpointDir(out: string): string {
 /** `ddpo train`. */
 export async function trainCommand(o: TrainCliOptions): Promise<number> {
   const cfg = resolveTrainConfig(o);
-  if (cfg.dtype === 'f16') {
-    throw new Error("dtype 'f16' cannot train yet: LoRA layers and full fine-tuning both need an f32 UNet in this engine. Use --dtype f32 (f16 works for `ddpo sample`)");
+  if (cfg.dtype === 'f16' && !cfg.lora.enabled) {
+    throw new Error("dtype 'f16' trains LoRA adapters only: full fine-tuning needs f32 weights (trainable parameters and their optimizer state are f32). Use --set lora.enabled=true, or --dtype f32");
   }
   const prompts = promptFn(cfg.prompts); // a bad prompt file fails now, not after the model loads
   const ckpt = checkpointDir(cfg.out);

@@ -164,6 +164,8 @@ export interface CreatePipelineOptions {
   seed?: number;
   /** A tokenizer/ folder with CLIP's vocab.json and merges.txt (default defaultTokenizerDir()). */
   tokenizerDir?: string;
+  /** Storage type of the UNet (default f32; f16 needs shader-f16). The VAE and text encoder stay f32. */
+  unetDtype?: 'f32' | 'f16';
 }
 
 /**
@@ -183,7 +185,7 @@ export function createPipelineFromConfig(name: string, opts: CreatePipelineOptio
   const tokenizer = loadClipTokenizer(tokDir);
   const schedule = new DDIMSchedule(cfg.scheduler);
   // Each part gets its own seed so the weights of one do not depend on the others' sizes.
-  const unet = new UNet2DConditionModel(cfg.unet, { device, seed });
+  const unet = new UNet2DConditionModel(cfg.unet, { device, seed, dtype: opts.unetDtype ?? 'f32' });
   let vae: AutoencoderKL | null = null;
   try {
     manualSeed(seed + 1);

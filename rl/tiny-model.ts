@@ -36,6 +36,8 @@ export interface TinyPipelineOptions {
   folder?: string;
   /** Use the byte-level tokenizer even when CLIP's files are available (default false). */
   byteTokenizer?: boolean;
+  /** Storage type of the UNet's weights (default f32; f16 needs shader-f16): initialised in f32, then cast. */
+  dtype?: 'f32' | 'f16';
 }
 
 const TOKENIZER_FILES = ['vocab.json', 'merges.txt', 'special_tokens_map.json', 'tokenizer_config.json'];
@@ -115,7 +117,7 @@ export function createTinyPipeline(opts: TinyPipelineOptions = {}): StableDiffus
     up_block_types: ['UpBlock2D', 'CrossAttnUpBlock2D'], attention_head_dim: 2, cross_attention_dim: width,
     norm_num_groups: 8, norm_eps: 1e-5, flip_sin_to_cos: true, freq_shift: 0, act_fn: 'silu',
     center_input_sample: false, downsample_padding: 1, mid_block_scale_factor: 1, use_linear_projection: false,
-  }, { device, seed: seed * 3 + 2 });
+  }, { device, seed: seed * 3 + 2, dtype: opts.dtype ?? 'f32' });
 
   manualSeed(seed * 3 + 3);
   const vae = new AutoencoderKL(parseVaeConfig({

@@ -305,6 +305,40 @@ s('LoRA backward: only A and B get gradients, equal to the float64 analytic refe
   }
 });
 
+s('LoRA on an f16 base: f32 adapter, output and gradients match the f32 layer to f16 rounding; merge works', async () => {
+  if (!dev.hasF16) return;
+  const I = 6, O = 5, R = 3;
+  const base32 = new Linear(I, O, { seed: 51 });
+  const W = await host(base32.weight), b = await host(base32.bias!);
+  const l32 = new LoRALinear(base32, { rank: R, seed: 52 });
+  const base16 = new Linear(I, O, { weights: { weight: E.cast(E.tensor(Float32Array.from(W), [O, I]), 'f16'), bias: E.cast(E.tensor(Float32Array.from(b), [O]), 'f16') } });
+  const l16 = new LoRALinear(base16, { rank: R, seed: 52 });
+  const Bv = randTensor([O, R], 53);
+  const x = randTensor([2, 3, I], 54), G = randTensor([2, 3, O], 55);
+  try {
+    assert.is(l16.weight.dtype, 'f16');
+    assert.is(l16.loraA.dtype, 'f32'); assert.is(l16.loraB.dtype, 'f32');
+    copyInto(l32.loraB, Bv.t); copyInto(l16.loraB, Bv.t);
+    const run = (l: LoRALinear, xin: E.Tensor) => E.tidy(() => E.sum(E.mul(E.cast(l.forward(xin), 'f32'), G.t)));
+    const x16 = E.cast(x.t, 'f16');
+    const y32 = await host(l32.forward(x.t)), y16 = await host(E.cast(l16.forward(x16), 'f32'));
+    assertClose(y16, y32, 1e-2, 1e-2, 'forward');
+    const L32 = run(l32, x.t), L16 = run(l16, x16);
+    E.backward(L32); E.backward(L16);
+    assert.is(l16.loraA.grad!.dtype, 'f32');
+    assertClose(await host(l16.loraA.grad!), await host(l32.loraA.grad!), 2e-2, 2e-2, 'dA');
+    assertClose(await host(l16.loraB.grad!), await host(l32.loraB.grad!), 2e-2, 2e-2, 'dB');
+    assert.is(l16.weight.grad, null, 'the f16 base stays frozen');
+    l16.merge();
+    assert.is(l16.weight.dtype, 'f16');
+    assertClose(await host(E.cast(l16.forward(x16), 'f32')), y32, 1e-2, 1e-2, 'merged forward');
+    for (const t of [L32, L16, x16]) t.dispose();
+  } finally {
+    l32.dispose(); l16.dispose();
+    for (const p of [Bv, x, G]) p.t.dispose();
+  }
+});
+
 s('LoRA merge/unmerge and enabled: merged forward equals adapter forward; unmerge restores W', async () => {
   const lora = new LoRALinear(new Linear(7, 4, { seed: 41 }), { rank: 2, alpha: 1 });
   const x = randTensor([3, 7], 42).t;

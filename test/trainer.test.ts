@@ -16,7 +16,7 @@ import { ImageBatch } from '../rewards/types.js';
 import { promptsFromLines } from '../rl/prompts.js';
 import { createTinyPipeline, referenceTokenizerDir } from '../rl/tiny-model.js';
 import { EpochRecord, RunResult, TrainConfig, Trainer, TrainerOptions, optimizerStepsPerEpoch, resolveTrainConfig, resume } from '../rl/trainer.js';
-import { testDevice } from './helpers.js';
+import { assertThrows, testDevice } from './helpers.js';
 
 const dev = await testDevice();
 const s = suite('trainer');
@@ -113,6 +113,33 @@ s('tiny pipeline: seeded, SD-architecture, and saveStableDiffusion/loadStableDif
       disposeStableDiffusion(a);
       disposeStableDiffusion(b);
     }
+  }
+});
+
+s('an f16 UNet trains f32 LoRA adapters (frozen f16 base); full fine-tuning of it is refused', async () => {
+  if (!dev.hasF16) return;
+  const sd = createTinyPipeline({ device: dev, seed: 0, folder: mkdtempSync(join(scratch, 'tiny-')), dtype: 'f16' });
+  let t: Trainer | null = null;
+  try {
+    assert.is(sd.unet.dtype, 'f16');
+    const records: EpochRecord[] = [];
+    t = await Trainer.create({ ...SMALL, num_epochs: 1, lora: true, learning_rate: 1e-2 }, { sd, reward: JPEG, prompts: PROMPTS, onEpoch: (r) => { records.push(r); } });
+    await t.run();
+    const trained = [...t.trainedTensors()];
+    assert.ok(trained.length > 0 && trained.every(([, p]) => p.dtype === 'f32'), 'adapters are f32');
+    assert.ok([...sd.unet.namedParameters()].filter(([n]) => !n.includes('.lora_')).every(([, p]) => p.dtype === 'f16' && !p.requiresGrad), 'the base stays f16 and frozen');
+    const b = trained.find(([n]) => n.endsWith('lora_B.weight'))![1];
+    assert.ok((await b.data()).some((v) => v !== 0), 'lora_B moved from its zero init');
+    assert.ok(Number.isFinite(records[0].loss) && records[0].gradNorm > 0, `loss ${records[0].loss}, grad norm ${records[0].gradNorm}`);
+  } finally {
+    await t?.close();
+    disposeStableDiffusion(sd);
+  }
+  const sd2 = createTinyPipeline({ device: dev, seed: 0, folder: mkdtempSync(join(scratch, 'tiny-')), dtype: 'f16' });
+  try {
+    await assertThrows(() => Trainer.create({ ...SMALL, lora: false }, { sd: sd2, reward: JPEG, prompts: PROMPTS }), /full fine-tuning needs an f32 UNet/);
+  } finally {
+    disposeStableDiffusion(sd2);
   }
 });
 

@@ -5,8 +5,8 @@
 //
 // dtype: an 'f16' model stores its parameters (and activations) as f16; kernels still compute in
 // f32. Construction builds one top-level block at a time and converts it before building the
-// next, so an f16 SD UNet never holds more than one block in f32. LoRA needs an f32 base
-// (LoRALinear's rule): train on an f32 model.
+// next, so an f16 SD UNet never holds more than one block in f32. LoRA adapters on an f16 UNet
+// are f32 (LoRALinear casts around them); full fine-tuning needs an f32 model.
 
 import { readFile, mkdir, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
@@ -279,10 +279,10 @@ const LORA_TARGET = /\.attn[12]\.(to_q|to_k|to_v|to_out\.0)$/;
 /**
  * Freezes the UNet and wraps to_q, to_k, to_v and to_out.0 of attn1 and attn2 in every
  * transformer block with a LoRALinear (rank default 4, alpha default rank): afterwards only the
- * adapters require gradients (unet.trainableParameters()). The model must be f32.
+ * adapters require gradients (unet.trainableParameters()). The model may be f32 or f16; the
+ * adapters are f32 either way.
  */
 export function injectUnetLoRA(unet: UNet2DConditionModel, opts: LoRAOptions = {}): InjectedLoRA {
-  if (unet.dtype !== 'f32') throw new Error(`injectUnetLoRA: the UNet is ${unet.dtype}; LoRA needs an f32 base model`);
   unet.freeze();
   const injected = injectLoRA(unet, (name) => LORA_TARGET.test(name), opts);
   if (!injected.layers.length) throw new Error('injectUnetLoRA: the UNet has no attention projections (no cross-attention blocks)');

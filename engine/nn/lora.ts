@@ -2,6 +2,10 @@
 // trainable low-rank update, forward = W·x + b + (alpha/r)·B·(A·x), A = lora_A [r, in] ~
 // N(0, (1/r)²) and B = lora_B [out, r] = 0, so a fresh adapter changes nothing.
 //
+// Precision: the base may be f32 or f16 (a frozen f16 base halves its memory); the adapter is
+// always f32, so its weights, gradients and optimizer state are f32. With an f16 base the
+// adapter reads x cast to f32 and its output is cast to f16 before it joins W·x + b.
+//
 // Naming (state dicts): a LoRALinear keeps the base layer's names for the base tensors and
 // adds two bias-free Linear children, as peft's lora_A / lora_B (without peft's ".default"
 // adapter name and ".base_layer" prefix):
@@ -10,7 +14,7 @@
 //   to_q.lora_B.weight  [out, r]      up projection
 // Converting to/from diffusers' saved LoRA files is a separate step.
 
-import { add, mul, sub } from '../ops/elementwise.js';
+import { add, cast, mul, sub } from '../ops/elementwise.js';
 import { matmul } from '../ops/matmul.js';
 import { zeros } from '../ops/movement.js';
 import { randomNormal } from '../ops/random.js';
@@ -49,7 +53,7 @@ export class LoRALinear extends Linear {
     if (!Number.isFinite(alpha)) throw new Error(`LoRALinear: alpha=${alpha} must be finite`);
     if (base instanceof LoRALinear) throw new Error('LoRALinear: the layer already has a LoRA adapter');
     const weight = base.weight, bias = base.bias;
-    if (weight.dtype !== 'f32') throw new Error(`LoRALinear: base weight ${weight.describe()} must be f32 (cast the layer first)`);
+    if (weight.dtype !== 'f32' && weight.dtype !== 'f16') throw new Error(`LoRALinear: base weight ${weight.describe()} must be f32 or f16`);
     // Take over the base's tensors (no copy); the base is left without parameters.
     super(base.inFeatures, base.outFeatures, { weights: { weight, bias } });
     base.takeParameter('weight');
@@ -73,15 +77,14 @@ export class LoRALinear extends Linear {
   override forward(x: Tensor): Tensor {
     const y = super.forward(x);
     if (this._merged || !this.enabled) return y;
-    const h = matmul(x, this.loraA, { transB: true });
-    const up = matmul(h, this.loraB, { transB: true });
-    h.dispose();
-    const scaled = this.scale === 1 ? up : mul(up, this.scale);
-    if (scaled !== up) up.dispose();
-    const out = add(y, scaled);
-    y.dispose();
-    scaled.dispose();
-    return out;
+    return tidy(() => {
+      const x32 = x.dtype === 'f32' ? x : cast(x, 'f32');
+      const up = matmul(matmul(x32, this.loraA, { transB: true }), this.loraB, { transB: true });
+      const scaled = this.scale === 1 ? up : mul(up, this.scale);
+      const out = add(y, scaled.dtype === y.dtype ? scaled : cast(scaled, y.dtype));
+      y.dispose();
+      return out;
+    });
   }
 
   /** W += scale·B·A in place; forward then skips the adapter. No-op when already merged. */
@@ -98,13 +101,13 @@ export class LoRALinear extends Linear {
     this._merged = false;
   }
 
+  /** W ← op(W, scale·B·A), computed in f32 and stored in W's dtype (f16 rounds: unmerge is then approximate). */
   private applyDelta(op: (a: Tensor, b: Tensor) => Tensor): void {
     const w = this.weight;
-    if (w.dtype !== 'f32') throw new Error(`LoRALinear.merge: base weight ${w.describe()} must be f32 to merge in place`);
     tidy(() => noGrad(() => {
       const ba = matmul(this.loraB, this.loraA);
       const delta = this.scale === 1 ? ba : mul(ba, this.scale);
-      copyInto(w, op(w, delta), 'LoRALinear.merge');
+      copyInto(w, op(w.dtype === 'f32' ? w : cast(w, 'f32'), delta), 'LoRALinear.merge');
     }));
   }
 }
