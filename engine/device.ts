@@ -208,7 +208,7 @@ export class Device {
     for (const b of [...spec.reads, ...spec.writes]) entries.push({ binding: i++, resource: { buffer: b.buffer, offset: b.offset, size: b.size } });
     entries.push({ binding: i, resource: { buffer: this.arena, offset, size: Math.max(paramBytes, 16) } });
     const bindGroup = this.gpu.createBindGroup({ label: spec.label, layout, entries });
-    const pass = this.profiler ? this.profiledPass(spec.label) : this.computePass();
+    const pass = this.profiler ? this.profiledPass(spec.label, spec.key) : this.computePass();
     pass.setPipeline(pipeline);
     pass.setBindGroup(0, bindGroup);
     pass.dispatchWorkgroups(spec.groups[0], spec.groups[1], spec.groups[2]);
@@ -223,24 +223,25 @@ export class Device {
   }
 
   /** A pass of its own for one dispatch, timed by the profiler. */
-  private profiledPass(label: string): GPUComputePassEncoder {
+  private profiledPass(label: string, key: string): GPUComputePassEncoder {
     const profiler = this.profiler!;
     if (this.pass) { this.pass.end(); this.pass = null; }
     if (!this.encoder) this.encoder = this.gpu.createCommandEncoder();
     if (profiler.full) profiler.resolve(this.encoder);
-    this.pass = this.encoder.beginComputePass({ timestampWrites: profiler.next(label) });
+    this.pass = this.encoder.beginComputePass({ timestampWrites: profiler.next(label, key) });
     return this.pass;
   }
 
   /**
    * Starts timing every dispatch on the GPU (needs the 'timestamp-query' feature). Each dispatch
    * then runs in a pass of its own, which costs time: use it to find hot ops, not for totals.
+   * `by: 'kernel'` groups by pipeline key instead of op name.
    */
-  startProfile(): void {
+  startProfile(opts: { by?: 'op' | 'kernel' } = {}): void {
     if (!this.hasTimestamps) throw new Error(`profile: this device (${this.adapterName}) lacks the 'timestamp-query' feature`);
     if (this.profiler) throw new Error('profile: a profile is already running');
     this.flush();
-    this.profiler = new DispatchProfiler(this.gpu);
+    this.profiler = new DispatchProfiler(this.gpu, opts.by ?? 'op');
   }
 
   /** Stops the profile; GPU milliseconds and calls per op, slowest first. */

@@ -8,7 +8,11 @@
 const SLOTS = 2048; // timestamps per query set: 1024 dispatches
 
 export interface ProfileEntry {
-  /** The op's name: its label up to the first '(' (the shapes are left out so calls group). */
+  /**
+   * By op (default): the label up to the first '(' (shapes left out so calls group). By kernel:
+   * the pipeline key (e.g. attention:dkv:32x64x4:d512:f32:mask-f32), which tells apart the
+   * kernels one op runs.
+   */
   op: string;
   calls: number;
   /** GPU time in milliseconds, summed over calls. */
@@ -21,7 +25,7 @@ export class DispatchProfiler {
   private labels: string[] = [];
   private resolved: { buffer: GPUBuffer; labels: string[] }[] = [];
 
-  constructor(private readonly gpu: GPUDevice) {
+  constructor(private readonly gpu: GPUDevice, private readonly by: 'op' | 'kernel' = 'op') {
     this.querySet = gpu.createQuerySet({ label: 'dispatch profiler', type: 'timestamp', count: SLOTS });
   }
 
@@ -29,10 +33,10 @@ export class DispatchProfiler {
   get full(): boolean { return this.used + 2 > SLOTS; }
 
   /** Timestamp writes for the pass of the dispatch named `label`. */
-  next(label: string): GPUComputePassTimestampWrites {
+  next(label: string, key: string): GPUComputePassTimestampWrites {
     const i = this.used;
     this.used += 2;
-    this.labels.push(label);
+    this.labels.push(this.by === 'kernel' ? key : label.split('(')[0].trim());
     return { querySet: this.querySet, beginningOfPassWriteIndex: i, endOfPassWriteIndex: i + 1 };
   }
 
@@ -61,7 +65,7 @@ export class DispatchProfiler {
       staging.destroy();
       buffer.destroy();
       labels.forEach((label, k) => {
-        const op = label.split('(')[0].trim();
+        const op = label;
         const e = byOp.get(op) ?? { op, calls: 0, ms: 0 };
         const dt = t[2 * k + 1] > t[2 * k] ? Number(t[2 * k + 1] - t[2 * k]) / 1e6 : 0;
         e.calls++;

@@ -133,8 +133,12 @@ export function attnWGSL(kind: AttnKernel, t: AttnTiles, dtype: DType, maskType:
   // Row bases (element offset of row 0 of this head) of each per-head tensor.
   const base = (name: string, len: string, dim: string) => `let b_${name} = ${off(name)} + l * ${len} * ${dim};`;
 
-  /** Stages rows [start, start+n) (n = R or C), slice s, of `src` (length len, width dim) into `dst`. */
-  const stage = (dst: 'xs' | 'ys', n: number, src: string, start: string, len: string, dim: string) => `
+  /**
+   * Stages rows [start, start+n) (n = R or C), slice s, of `src` (length len, width dim) into
+   * `dst`. Unrolled (GPU), all DS columns, zero past the head; otherwise only the slice's
+   * w = min(DS, dim − s·DS) columns, which are all the not-unrolled loops read.
+   */
+  const stage = (dst: 'xs' | 'ys', n: number, src: string, start: string, len: string, dim: string) => unroll ? `
       for (var i = lid; i < ${B(n * DS)}; i += ${WGS}u) {
         let rr = i / ${DS}u;
         let cc = s * ${DS}u + i % ${DS}u;
@@ -142,6 +146,15 @@ export function attnWGSL(kind: AttnKernel, t: AttnTiles, dtype: DType, maskType:
         var x = 0.0;
         if (gr < ${len} && cc < ${dim}) { x = f32(${src}[b_${src} + gr * ${dim} + cc]); }
         ${dst}[rr * ${DSP}u + i % ${DS}u] = x;
+      }` : `
+      let sw_${dst} = min(${DS}u, ${dim} - s * ${DS}u);
+      for (var i = lid; i < ${n}u * sw_${dst}; i += ${WGS}u) {
+        let rr = i / sw_${dst};
+        let c = i % sw_${dst};
+        let gr = ${start} + rr;
+        var x = 0.0;
+        if (gr < ${len}) { x = f32(${src}[b_${src} + gr * ${dim} + s * ${DS}u + c]); }
+        ${dst}[rr * ${DSP}u + c] = x;
       }`;
 
   /** acc[j] = Σ_d X[row]·Y[col j] over the head dim `dim`: X rows from `x`, Y rows from `y`. */

@@ -113,7 +113,22 @@ async function checkForward(c: Case, seed: number): Promise<void> {
 
 const dims = (lead: number[], Lq: number, Lk: number, D: number, Dv = D): Dims => ({ lead, Lq, Lk, D, Dv });
 
-s('forward against float64: Lq ≠ Lk, lengths off the tile, size-1 dims, Dv ≠ D, custom scale', async () => {
+/**
+ * Registers a test twice: with the tiled kernels (kernels/attention.ts) forced, and with the
+ * kernels the adapter picks (on a software adapter, heads up to 64 take the one-thread-per-row
+ * kernels of kernels/attention-rows.ts), so both families are checked on any device.
+ */
+function both(name: string, fn: () => Promise<void>): void {
+  for (const [tag, rows] of [['tiled', false], ['as chosen', undefined]] as const) {
+    s(`${name} [${tag}]`, async () => {
+      const saved = E.attentionTuning.rows;
+      E.attentionTuning.rows = rows;
+      try { await fn(); } finally { E.attentionTuning.rows = saved; }
+    });
+  }
+}
+
+both('forward against float64: Lq ≠ Lk, lengths off the tile, size-1 dims, Dv ≠ D, custom scale', async () => {
   const cases: Case[] = [
     { d: dims([1, 1], 1, 1, 40), what: 'one query, one key' },
     { d: dims([2, 3], 33, 77, 40), what: 'cross-attention to 77 tokens' },
@@ -125,7 +140,7 @@ s('forward against float64: Lq ≠ Lk, lengths off the tile, size-1 dims, Dv ≠
   for (const [i, c] of cases.entries()) await checkForward(c, 10 + 5 * i);
 });
 
-s('forward at every model head size (40, 80, 160 with 8 heads; 64 causal; 512 single head)', async () => {
+both('forward at every model head size (40, 80, 160 with 8 heads; 64 causal; 512 single head)', async () => {
   const cases: Case[] = [
     { d: dims([1, 8], 17, 9, 40), what: 'D 40' },
     { d: dims([1, 8], 6, 33, 80), what: 'D 80' },
@@ -136,7 +151,7 @@ s('forward at every model head size (40, 80, 160 with 8 heads; 64 causal; 512 si
   for (const [i, c] of cases.entries()) await checkForward(c, 100 + 5 * i);
 });
 
-s('masks: causal, broadcast [Lq, Lk], [B, 1, 1, Lk] padding, full [B, H, Lq, Lk], -inf', async () => {
+both('masks: causal, broadcast [Lq, Lk], [B, 1, 1, Lk] padding, full [B, H, Lq, Lk], -inf', async () => {
   const cases: Case[] = [
     { d: dims([2, 3], 77, 77, 64), mask: 'causal', what: 'causal 77' },
     { d: dims([2, 3], 10, 40, 40), mask: [10, 40], what: 'broadcast [Lq, Lk]' },
@@ -183,7 +198,7 @@ s('reference backward agrees with float64 finite differences', () => {
   assertClose(ref.dv, num[2], 1e-6, 1e-8, 'dv');
 });
 
-s('backward dQ, dK, dV against the analytic float64 backward', async () => {
+both('backward dQ, dK, dV against the analytic float64 backward', async () => {
   const cases: Case[] = [
     { d: dims([2, 3], 33, 77, 40), mask: [33, 77], what: 'cross-attention, broadcast mask' },
     { d: dims([1, 2], 70, 5, 40, 64), scale: 0.3, what: 'Lq > Lk, Dv ≠ D, scale' },
@@ -194,7 +209,7 @@ s('backward dQ, dK, dV against the analytic float64 backward', async () => {
   for (const [i, c] of cases.entries()) await checkBackward(c, 300 + 5 * i);
 });
 
-s('leading dims broadcast: k and v shared across the batch get summed gradients', async () => {
+both('leading dims broadcast: k and v shared across the batch get summed gradients', async () => {
   const d = dims([2, 2], 5, 7, 40);
   const Q = randTensor([2, 2, 5, 40], 800), K = randTensor([1, 2, 7, 40], 801), V = randTensor([1, 2, 7, 40], 802), G = randTensor([2, 2, 5, 40], 803);
   for (const t of [Q.t, K.t, V.t]) t.requireGrad();
@@ -213,13 +228,13 @@ s('leading dims broadcast: k and v shared across the batch get summed gradients'
   for (const t of [G.t, y]) t.dispose();
 });
 
-s('f16 storage: forward and backward within f16 rounding', async () => {
+both('f16 storage: forward and backward within f16 rounding', async () => {
   const tol = { rtol: 2e-2, atol: 4e-3 };
   await checkBackward({ d: dims([2, 2], 30, 45, 40), mask: 'causal', what: 'f16 causal' }, 400, 'f16', tol);
   await checkBackward({ d: dims([1, 1], 10, 12, 512), what: 'f16 D 512' }, 410, 'f16', tol);
 });
 
-s('batch independence: one sample alone and inside a batch give identical bits (forward and backward)', async () => {
+both('batch independence: one sample alone and inside a batch give identical bits (forward and backward)', async () => {
   const d = dims([3, 2], 40, 37, 40);
   const { Q, K, V } = inputs(d, 500);
   const G = randTensor([3, 2, 40, 40], 503);
@@ -243,7 +258,7 @@ s('batch independence: one sample alone and inside a batch give identical bits (
   mt.dispose();
 });
 
-s('a problem whose score matrix exceeds the binding limit runs, chunked by head, and is correct', async () => {
+both('a problem whose score matrix exceeds the binding limit runs, chunked by head, and is correct', async () => {
   const saved = dev.maxBindingBytes;
   try {
     // One head's scores are 64·70·4 = 17.9 kB, all heads' 107 kB, against a 4 kB limit; a head's
@@ -258,7 +273,7 @@ s('a problem whose score matrix exceeds the binding limit runs, chunked by head,
   }
 });
 
-s('the pipelines do not depend on lengths or batch', async () => {
+both('the pipelines do not depend on lengths or batch', async () => {
   await checkForward({ d: dims([1, 2], 5, 6, 40), what: 'warm' }, 700);
   const before = dev.pipelineCount;
   await checkForward({ d: dims([3, 1], 50, 17, 40), what: 'other shape' }, 705);

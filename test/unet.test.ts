@@ -242,10 +242,16 @@ s('f16 model (when the device has shader-f16) stays close to diffusers', async (
     assert.ok(unet.parameters().every((p) => p.dtype === 'f16'));
     const out = unet.forward(T.x, T.t, T.c);
     assert.is(out.dtype, 'f16');
-    const err = relErr(await out.data(), T.out);
+    const outData = await out.data();
+    const err = relErr(outData, T.out);
     out.dispose();
     assert.ok(err < 5e-3, `f16 out: relative error ${err.toExponential(2)}`);
-    await assertThrows(() => injectUnetLoRA(unet), /f32/);
+    // LoRA on the f16 model: f32 adapters, and a fresh one (B = 0) changes no bit.
+    const { layers } = injectUnetLoRA(unet, { rank: 4 });
+    assert.ok(layers.every((l) => l.loraA.dtype === 'f32' && l.loraB.dtype === 'f32' && l.weight.dtype === 'f16'));
+    const out2 = unet.forward(T.x, T.t, T.c);
+    assert.equal(await out2.data(), outData);
+    out2.dispose();
   } finally { unet.dispose(); }
 });
 

@@ -18,6 +18,7 @@ import { grid } from '../../kernels/common.js';
 import {
   ATTN_STATS_WG, AttnKernel, attentionTiles, attnBindings, attnKey, attnLayout, attnStatsKey, attnStatsWGSL, attnWGSL,
 } from '../../kernels/attention.js';
+import { ROWS_DMAX, ROWS_WG, attnRowsKey, attnRowsWGSL } from '../../kernels/attention-rows.js';
 import { cast } from './elementwise.js';
 import { expand } from './movement.js';
 
@@ -114,9 +115,18 @@ function isSoftwareAdapter(dev: Device): boolean {
 
 /**
  * Overrides for tests and benchmarks: `software` picks the tile configuration family (so the GPU
- * tiles can be exercised on lavapipe), `unroll` the loop form. Undefined: chosen from the adapter.
+ * tiles can be exercised on lavapipe), `unroll` the loop form, `rows` the one-thread-per-row
+ * kernels (kernels/attention-rows.ts; heads up to ROWS_DMAX). Undefined: chosen from the adapter
+ * and the head sizes (rows: on a software adapter for heads up to ROWS_DMAX), never from the
+ * batch, so a head gives the same bits in any batch.
  */
-export const attentionTuning: { software?: boolean; unroll?: boolean } = {};
+export const attentionTuning: { software?: boolean; unroll?: boolean; rows?: boolean } = {};
+
+function useRows(p: Problem, software: boolean): boolean {
+  const fits = Math.max(p.D, p.Dv) <= ROWS_DMAX;
+  if (attentionTuning.rows === true && !fits) throw new Error(`${p.label}: the row kernels take heads up to ${ROWS_DMAX} (attentionTuning.rows is set)`);
+  return attentionTuning.rows ?? (software && fits);
+}
 
 /** Dispatches one of the tiled kernels over all heads, chunked by the binding limit. */
 function runTiled(kind: AttnKernel, p: Problem, tensors: Record<string, Tensor>): void {
@@ -135,20 +145,21 @@ function runTiled(kind: AttnKernel, p: Problem, tensors: Record<string, Tensor>)
   const maskType = p.mask ? p.mask.t.dtype : p.dtype;
   const align = dev.limits.minStorageBufferOffsetAlignment;
   const unroll = attentionTuning.unroll ?? !software;
+  const rows = useRows(p, software);
   for (const [g0, g1] of planHeads(p, ops)) {
     const wins = ops.map((o) => windowOf(o, g0, g1, align));
     const bind = (i: number) => ({ buffer: ops[i].t.buffer(p.label), offset: wins[i].windowOffset, size: wins[i].windowSize });
     dev.dispatch({
       label: `${p.label} ${kind}`,
-      key: attnKey(kind, tiles, p.dtype, maskType, unroll),
-      code: () => attnWGSL(kind, tiles, p.dtype, maskType, unroll),
+      key: rows ? attnRowsKey(kind, p.dtype, maskType) : attnKey(kind, tiles, p.dtype, maskType, unroll),
+      code: () => (rows ? attnRowsWGSL(kind, p.dtype, maskType) : attnWGSL(kind, tiles, p.dtype, maskType, unroll)),
       reads: reads.map((_, i) => bind(i)),
       writes: writes.map((_, i) => bind(reads.length + i)),
       params: attnLayout.pack({
         offs: wins.map((w) => w.offset), nbh: g1 - g0, h0: g0, hh: p.mask?.hh ?? 1, lq: p.Lq, lk: p.Lk, d: p.D, dv: p.Dv,
         scale: p.scale, msb: p.mask?.sb ?? 0, msh: p.mask?.sh ?? 0, msq: p.mask?.sq ?? 0, msk: p.mask?.sk ?? 0, nblk, one: 1, hasmask: p.mask ? 1 : 0,
       }),
-      groups: grid((g1 - g0) * nblk, dev.limits.maxComputeWorkgroupsPerDimension),
+      groups: grid(rows ? Math.ceil(((g1 - g0) * rowsPerHead) / ROWS_WG) : (g1 - g0) * nblk, dev.limits.maxComputeWorkgroupsPerDimension),
     });
   }
 }
