@@ -1,4 +1,4 @@
-// Learning over seeds and longer runs (slow: about 8 minutes on a 2-core software device); the
+// Learning over seeds and longer runs (slow: about 5 minutes on a 2-core software device); the
 // quick version is test/learning.test.ts, whose setup (test/learning-setup.ts) this shares.
 //
 // 1. Brightness, three model initialisations: DDPO-IS raises the fixed-seed eval reward and its
