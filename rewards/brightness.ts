@@ -1,8 +1,8 @@
 // Brightness: the mean pixel value of each image, in [0, 1]. Not a paper task: a reward with a
 // first-order handle on any model (one output bias moves it), so that it shows within a few
 // epochs whether training moves a model the way a reward asks. The JPEG rewards cannot do that
-// from scratch: a random model's images are noise, already at the JPEG size's maximum, where the
-// size's gradient along every simple direction is zero (measured: rewards/README.md).
+// from scratch: a random model's images are noise, already near the JPEG size's maximum, where
+// the size's gradient along every simple direction nearly vanishes (measured: rewards/README.md).
 
 import { ImageBatch, Metadata, checkBatch } from './types.js';
 

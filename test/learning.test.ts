@@ -4,7 +4,7 @@
 // above themselves trained on negated rewards.
 //
 // Why brightness and not JPEG size: a random model's images are noise, and their JPEG size sits
-// at a maximum along every simple direction of the model (shifting the UNet's output bias either
+// near a maximum along every simple direction of the model (shifting the UNet's output bias either
 // way makes them smaller: rewards/README.md), so from scratch compressibility has a vanishing
 // gradient and incompressibility nowhere to go, and a few epochs show nothing. Brightness has a
 // first-order handle (that same bias moves it one way), so the signal is there within two

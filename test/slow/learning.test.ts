@@ -4,8 +4,8 @@
 // 1. Brightness, three model initialisations: DDPO-IS raises the fixed-seed eval reward and its
 //    negated control lowers it, for every one (not one lucky seed).
 // 2. JPEG compressibility, the paper's task, from scratch: see rewards/README.md for why a
-//    random model starts where the JPEG size is at a maximum. Six epochs of DDPO-IS against its
-//    negated control (which, from that maximum, has almost nowhere to go).
+//    random model starts near the JPEG size's maximum. Six epochs of DDPO-IS against its
+//    negated control (which, from near that maximum, has little room to go).
 
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
