@@ -46,18 +46,22 @@ export function gatherKey(kind: 'fwd' | 'grad' | 'links', xType: DType, it: Inde
   return `gather:${kind}:${xType}:${it}>${outType}`;
 }
 
-/** Forward: reads x (window), idx (window); writes out (window). */
-export function gatherWGSL(xType: DType, it: IndexType): string {
-  const zero = `${xType}(0)`;
-  return `${f16Enable(xType)}
-${declareBindings([{ name: 'x', type: xType }, { name: 'idx', type: it }], [{ name: 'dst', type: xType }], gatherLayout)}
-${MAIN_1D()}
+/** Entry point of the forward and backward kernels: element e of the output window, split into
+ *  (p, k, q) = (pre-row, position in the chunk of indices, post offset). */
+const MAIN_POSITION = `${MAIN_1D()}
   let e = gid * 256u + lid;
   if (e >= P.total) { return; }
   let q = e % P.post;
   let t = e / P.post;
   let k = t % P.ck;
-  let p = t / P.ck;
+  let p = t / P.ck;`;
+
+/** Forward: reads x (window), idx (window); writes out (window). */
+export function gatherWGSL(xType: DType, it: IndexType): string {
+  const zero = `${xType}(0)`;
+  return `${f16Enable(xType)}
+${declareBindings([{ name: 'x', type: xType }, { name: 'idx', type: it }], [{ name: 'dst', type: xType }], gatherLayout)}
+${MAIN_POSITION}
   let raw = idx[P.ioff + k];
 ${decode(it)}
   let o = P.ooff + p * P.ops + k * P.post + q;
@@ -96,13 +100,7 @@ ${MAIN_1D()}
 export function gatherGradWGSL(gType: DType, it: IndexType, outType: DType): string {
   return `${f16Enable(gType, outType)}
 ${declareBindings([{ name: 'g', type: gType }, { name: 'idx', type: it }, { name: 'links', type: 'u32' }], [{ name: 'dst', type: outType }], gatherLayout)}
-${MAIN_1D()}
-  let e = gid * 256u + lid;
-  if (e >= P.total) { return; }
-  let q = e % P.post;
-  let t = e / P.post;
-  let k = t % P.ck;
-  let p = t / P.ck;
+${MAIN_POSITION}
   if (links[P.ck + k] == 0u) { return; }
   let raw = idx[k];
 ${decode(it)}
