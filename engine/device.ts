@@ -222,13 +222,19 @@ export class Device {
     return this.pass;
   }
 
+  /** The command encoder with no compute pass open, for commands recorded outside passes. */
+  private encoderOutsidePass(): GPUCommandEncoder {
+    if (this.pass) { this.pass.end(); this.pass = null; }
+    if (!this.encoder) this.encoder = this.gpu.createCommandEncoder();
+    return this.encoder;
+  }
+
   /** A pass of its own for one dispatch, timed by the profiler. */
   private profiledPass(label: string, key: string): GPUComputePassEncoder {
     const profiler = this.profiler!;
-    if (this.pass) { this.pass.end(); this.pass = null; }
-    if (!this.encoder) this.encoder = this.gpu.createCommandEncoder();
-    if (profiler.full) profiler.resolve(this.encoder);
-    this.pass = this.encoder.beginComputePass({ timestampWrites: profiler.next(label, key) });
+    const encoder = this.encoderOutsidePass();
+    if (profiler.full) profiler.resolve(encoder);
+    this.pass = encoder.beginComputePass({ timestampWrites: profiler.next(label, key) });
     return this.pass;
   }
 
@@ -248,9 +254,7 @@ export class Device {
   async stopProfile(): Promise<ProfileEntry[]> {
     const profiler = this.profiler;
     if (!profiler) throw new Error('profile: no profile is running (call startProfile first)');
-    if (this.pass) { this.pass.end(); this.pass = null; }
-    if (!this.encoder) this.encoder = this.gpu.createCommandEncoder();
-    profiler.resolve(this.encoder);
+    profiler.resolve(this.encoderOutsidePass());
     this.profiler = null;
     await this.sync();
     return profiler.report();
@@ -259,9 +263,7 @@ export class Device {
   /** Records a buffer-to-buffer copy in order with the dispatches. */
   copy(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, bytes: number): void {
     this.checkAlive('copy');
-    if (!this.encoder) this.encoder = this.gpu.createCommandEncoder();
-    if (this.pass) { this.pass.end(); this.pass = null; }
-    this.encoder.copyBufferToBuffer(src, srcOffset, dst, dstOffset, bytes);
+    this.encoderOutsidePass().copyBufferToBuffer(src, srcOffset, dst, dstOffset, bytes);
     this.recorded++;
   }
 

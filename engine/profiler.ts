@@ -22,8 +22,9 @@ export interface ProfileEntry {
 export class DispatchProfiler {
   private readonly querySet: GPUQuerySet;
   private used = 0;
-  private labels: string[] = [];
-  private resolved: { buffer: GPUBuffer; labels: string[] }[] = [];
+  /** The group name (op or kernel key) of each dispatch in the unresolved slots. */
+  private names: string[] = [];
+  private resolved: { buffer: GPUBuffer; names: string[] }[] = [];
 
   constructor(private readonly gpu: GPUDevice, private readonly by: 'op' | 'kernel' = 'op') {
     this.querySet = gpu.createQuerySet({ label: 'dispatch profiler', type: 'timestamp', count: SLOTS });
@@ -36,7 +37,7 @@ export class DispatchProfiler {
   next(label: string, key: string): GPUComputePassTimestampWrites {
     const i = this.used;
     this.used += 2;
-    this.labels.push(this.by === 'kernel' ? key : label.split('(')[0].trim());
+    this.names.push(this.by === 'kernel' ? key : label.split('(')[0].trim());
     return { querySet: this.querySet, beginningOfPassWriteIndex: i, endOfPassWriteIndex: i + 1 };
   }
 
@@ -46,15 +47,15 @@ export class DispatchProfiler {
     const bytes = this.used * 8;
     const buffer = this.gpu.createBuffer({ label: 'profile timestamps', size: bytes, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
     encoder.resolveQuerySet(this.querySet, 0, this.used, buffer, 0);
-    this.resolved.push({ buffer, labels: this.labels });
+    this.resolved.push({ buffer, names: this.names });
     this.used = 0;
-    this.labels = [];
+    this.names = [];
   }
 
   /** Reads every resolved buffer (the caller has submitted and waited) and totals time per op. */
   async report(): Promise<ProfileEntry[]> {
     const byOp = new Map<string, ProfileEntry>();
-    for (const { buffer, labels } of this.resolved) {
+    for (const { buffer, names } of this.resolved) {
       const staging = this.gpu.createBuffer({ size: buffer.size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
       const enc = this.gpu.createCommandEncoder();
       enc.copyBufferToBuffer(buffer, 0, staging, 0, buffer.size);
@@ -64,8 +65,7 @@ export class DispatchProfiler {
       staging.unmap();
       staging.destroy();
       buffer.destroy();
-      labels.forEach((label, k) => {
-        const op = label;
+      names.forEach((op, k) => {
         const e = byOp.get(op) ?? { op, calls: 0, ms: 0 };
         const dt = t[2 * k + 1] > t[2 * k] ? Number(t[2 * k + 1] - t[2 * k]) / 1e6 : 0;
         e.calls++;

@@ -13,7 +13,7 @@
 
 import { DType } from '../engine/dtype.js';
 import { at, declareBindings, f16Enable } from './common.js';
-import { AttnKernel, attnBindings, attnLayout } from './attention.js';
+import { ATTN_HEAD_OFFSET, AttnKernel, attnBindings, attnLayout, attnMaskValue } from './attention.js';
 
 /** Largest head size (D and Dv) of the row kernels. */
 export const ROWS_DMAX = 64;
@@ -32,10 +32,9 @@ export function attnRowsWGSL(kind: AttnKernel, dtype: DType, maskType: DType): s
   const typeOf = (name: string): DType => (name === 'mask' ? maskType : name === 'lse' || name === 'stats' ? 'f32' : dtype);
   const decls = declareBindings(reads.map((n) => ({ name: n, type: typeOf(n) })), writes.map((n) => ({ name: n, type: typeOf(n) })), attnLayout);
   const rows = kind === 'dkv' ? 'P.lk' : 'P.lq';
-  const maskAt = (qi: string, kj: string) => `select(0.0, f32(mask[mbase + ${qi} * P.msq + ${kj} * P.msk]), P.hasmask != 0u)`;
   const head = `${f16Enable(dtype, maskType)}
 ${decls}
-fn headOffset(g: u32) -> u32 { return (g / P.hh) * P.msb + (g % P.hh) * P.msh; }
+${ATTN_HEAD_OFFSET}
 
 @compute @workgroup_size(${ROWS_WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -58,7 +57,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   for (var kj = 0u; kj < P.lk; kj++) {
     var s = 0.0;
     for (var c = 0u; c < P.d; c++) { s += qv[c] * f32(k[bk + kj * P.d + c]); }
-    s = s * P.scale + ${maskAt('me', 'kj')};
+    s = s * P.scale + ${attnMaskValue('me', 'kj')};
     if (s > m) {
       let alpha = exp(m - s);
       lsum *= alpha;
@@ -90,7 +89,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   for (var kj = 0u; kj < P.lk; kj++) {
     var s = 0.0;
     for (var c = 0u; c < P.d; c++) { s += qv[c] * f32(k[bk + kj * P.d + c]); }
-    let p = exp(s * P.scale + ${maskAt('me', 'kj')} - lse_r);
+    let p = exp(s * P.scale + ${attnMaskValue('me', 'kj')} - lse_r);
     var dp = 0.0;
     for (var c = 0u; c < P.dv; c++) { dp += gv[c] * f32(v[bv + kj * P.dv + c]); }
     let g = p * (dp - delta_r);
@@ -112,7 +111,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   for (var qi = 0u; qi < P.lq; qi++) {
     var s = 0.0;
     for (var c = 0u; c < P.d; c++) { s += f32(q[bq + qi * P.d + c]) * kv[c]; }
-    let p = exp(s * P.scale + ${maskAt('qi', 'me')} - stats[bs + 2u * qi]);
+    let p = exp(s * P.scale + ${attnMaskValue('qi', 'me')} - stats[bs + 2u * qi]);
     var dp = 0.0;
     for (var c = 0u; c < P.dv; c++) {
       let go = f32(dout[bd + qi * P.dv + c]);

@@ -105,6 +105,14 @@ export function attnBindings(kind: AttnKernel): { reads: string[]; writes: strin
 
 const NEG_BIG = '-3.402823466e+38';
 
+/**
+ * WGSL shared by every attention kernel family for the mask: headOffset(g), the mask offset of
+ * global head g, and the mask value for (query qi, key kj) given mbase, the mask base of the
+ * thread's head (0 without a mask: P.hasmask).
+ */
+export const ATTN_HEAD_OFFSET = 'fn headOffset(g: u32) -> u32 { return (g / P.hh) * P.msb + (g % P.hh) * P.msh; }';
+export const attnMaskValue = (qi: string, kj: string) => `select(0.0, f32(mask[mbase + ${qi} * P.msq + ${kj} * P.msk]), P.hasmask != 0u)`;
+
 export function attnWGSL(kind: AttnKernel, t: AttnTiles, dtype: DType, maskType: DType, unroll: boolean): string {
   const { rows: R, cols: C, tpr: TPR, dPad } = t;
   // Loop bound n: a constant lets the compiler unroll and keep the per-thread arrays in registers
@@ -194,7 +202,7 @@ export function attnWGSL(kind: AttnKernel, t: AttnTiles, dtype: DType, maskType:
   }`;
 
   // Mask value for (query qi, key kj), added to the scaled score.
-  const maskTerm = (qi: string, kj: string) => ` + select(0.0, f32(mask[mbase + ${qi} * P.msq + ${kj} * P.msk]), P.hasmask != 0u)`;
+  const maskTerm = (qi: string, kj: string) => ` + ${attnMaskValue(qi, kj)}`;
 
   const head = `${f16Enable(dtype, maskType)}
 ${decls}
@@ -204,7 +212,7 @@ var<workgroup> ws: array<f32, ${R * C}>;
 var<workgroup> reda: array<f32, ${R * TPR}>;
 var<workgroup> redb: array<f32, ${R * TPR}>;
 
-fn headOffset(g: u32) -> u32 { return (g / P.hh) * P.msb + (g % P.hh) * P.msh; }
+${ATTN_HEAD_OFFSET}
 
 @compute @workgroup_size(${WGS})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {

@@ -428,6 +428,8 @@ export class Trainer {
   /** name → trained tensor (LoRA adapters or the whole UNet) */
   private readonly trained: Map<string, Tensor>;
   private readonly loraLayers: LoRALinear[];
+  /** The clip-range warning (see runEpoch) has been given. */
+  private warnedClip = false;
   private readonly cache: TextEmbeddingCache;
   private readonly pool: RewardPool | null;
   private readonly rewardFn: Reward | null;
@@ -764,8 +766,6 @@ export class Trainer {
     await this.opts.onEpoch?.(record);
     return { status: 'ok' };
   }
-
-  private warnedClip = false;
 
   /** num_inner_epochs passes over the samples; returns the optimizer steps taken. */
   private train(s: EpochSamples, adv: Float64Array, sums: GpuSums, epoch: number): number {

@@ -35,10 +35,10 @@ export const LEARNING_BASE: Partial<TrainConfig> = {
 };
 export const LEARNING_PROMPTS = ['cat', 'dog'];
 
-/** Mean reward of `n` samples from fixed noise (seed 4321), the prompts alternating. */
+/** Mean reward of `n` samples from fixed noise (seed 4321), the prompts alternating, sampled as training samples. */
 export async function evalReward(sd: StableDiffusion, reward: Reward, n = 16): Promise<number> {
   const prompts = Array.from({ length: n }, (_, i) => LEARNING_PROMPTS[i % LEARNING_PROMPTS.length]);
-  const r = noGrad(() => sample(sd, { prompts, steps: 4, guidance: 1, seed: 4321 }));
+  const r = noGrad(() => sample(sd, { prompts, steps: LEARNING_BASE.steps, guidance: LEARNING_BASE.guidance, seed: 4321 }));
   try {
     const [b, c, h, w] = r.images!.shape;
     const values = await reward({ data: (await r.images!.data()) as Float32Array, n: b, c, h, w }, prompts, prompts.map(() => ({})));
@@ -59,8 +59,8 @@ export interface LearnOptions {
   modelSeed?: number;
 }
 
-/** The untrained model's eval reward, by model seed and reward (every run starts from it). */
-const initial = new Map<string, number>();
+/** The untrained model's eval reward, by reward and model seed (every run starts from it). */
+const initial = new Map<Reward, Map<number, number>>();
 
 /** Trains a fresh tiny model with LEARNING_BASE + `config`; the eval reward before and after. */
 export async function learn(config: Partial<TrainConfig>, o: LearnOptions): Promise<{ before: number; after: number }> {
@@ -68,9 +68,11 @@ export async function learn(config: Partial<TrainConfig>, o: LearnOptions): Prom
   const sd = createTinyPipeline({ device: o.device, seed: o.modelSeed ?? 0, folder: mkdtempSync(join(o.scratch, 'tiny-')) });
   const t = await Trainer.create({ ...LEARNING_BASE, ...config }, { sd, reward, prompts: promptsFromLines(LEARNING_PROMPTS) });
   try {
-    const key = `${o.modelSeed ?? 0}:${reward.name}`;
-    if (!initial.has(key)) initial.set(key, await evalReward(sd, reward));
-    const before = initial.get(key)!;
+    const bySeed = initial.get(reward) ?? new Map<number, number>();
+    initial.set(reward, bySeed);
+    const seed = o.modelSeed ?? 0;
+    if (!bySeed.has(seed)) bySeed.set(seed, await evalReward(sd, reward));
+    const before = bySeed.get(seed)!;
     await t.run();
     const after = await evalReward(sd, reward);
     console.log(`  ${JSON.stringify(config)}${o.modelSeed ? ` model seed ${o.modelSeed}` : ''}: eval reward ${before.toFixed(5)} → ${after.toFixed(5)} (${after - before >= 0 ? '+' : ''}${(after - before).toFixed(5)})`);
@@ -80,4 +82,3 @@ export async function learn(config: Partial<TrainConfig>, o: LearnOptions): Prom
     disposeStableDiffusion(sd);
   }
 }
-
