@@ -65,7 +65,9 @@ const initial = new Map<Reward, Map<number, number>>();
 /** Trains a fresh tiny model with LEARNING_BASE + `config`; the eval reward before and after. */
 export async function learn(config: Partial<TrainConfig>, o: LearnOptions): Promise<{ before: number; after: number }> {
   const reward = o.reward ?? brightness;
-  const sd = createTinyPipeline({ device: o.device, seed: o.modelSeed ?? 0, folder: mkdtempSync(join(o.scratch, 'tiny-')) });
+  // The byte-level tokenizer always: with CLIP's (when ../shared is present) the text encoder is
+  // another model, and the measured margins would depend on whether ../shared is there.
+  const sd = createTinyPipeline({ device: o.device, seed: o.modelSeed ?? 0, folder: mkdtempSync(join(o.scratch, 'tiny-')), byteTokenizer: true });
   const t = await Trainer.create({ ...LEARNING_BASE, ...config }, { sd, reward, prompts: promptsFromLines(LEARNING_PROMPTS) });
   try {
     const bySeed = initial.get(reward) ?? new Map<number, number>();
