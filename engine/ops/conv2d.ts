@@ -14,6 +14,8 @@ import { bytesOf } from '../dtype.js';
 import { fmt } from '../shape.js';
 import { Tensor } from '../tensor.js';
 import { CONV_SHARED_BYTES, CONV_THREADS, CONV_TILE, ConvMode, convKey, convLayout, convTileRows, convWGSL } from '../../kernels/conv2d.js';
+import { CONV_RB_TILE, convRbKey, convRbWGSL } from '../../kernels/conv2d-rb.js';
+import { kernelFamily } from '../kernel-family.js';
 import { planBands } from './conv2d-bands.js';
 import { cast } from './elementwise.js';
 import { full } from './movement.js';
@@ -247,7 +249,8 @@ function runBanded(mode: ConvMode, geo: Conv2dGeometry, inputs: (Tensor | null)[
  */
 function runConv(mode: ConvMode, geo: Conv2dGeometry, inputs: (Tensor | null)[], out: Tensor, label: string, carry = false): void {
   const dev = out.device;
-  if (CONV_SHARED_BYTES > dev.limits.maxComputeWorkgroupStorageSize || CONV_THREADS > dev.limits.maxComputeInvocationsPerWorkgroup) {
+  const software = kernelFamily(dev) === 'software';
+  if (!software && CONV_SHARED_BYTES > dev.limits.maxComputeWorkgroupStorageSize || CONV_THREADS > dev.limits.maxComputeInvocationsPerWorkgroup) {
     throw new Error(`${label}: the conv2d kernel needs ${CONV_SHARED_BYTES} bytes of workgroup memory and ${CONV_THREADS} threads; this device allows ${dev.limits.maxComputeWorkgroupStorageSize} and ${dev.limits.maxComputeInvocationsPerWorkgroup}`);
   }
   const { N, C, H, W, CO, KH, KW, OH, OW, G } = geo;
@@ -291,8 +294,11 @@ function runConv(mode: ConvMode, geo: Conv2dGeometry, inputs: (Tensor | null)[],
     const ns = Math.min(per, N - s0);
     const wins = ops.map((o) => (o.perSample ? windowOf(o, s0 * o.perSample, ns * o.perSample, align) : windowOf(o, 0, o.total, align)));
     let M: number, NN: number, K: number, gz: number;
-    if (mode === 'fwd') { M = COG; NN = OH * OW; K = CG * KH * KW; gz = ns * G; }
-    else if (mode === 'dx') { M = CG; NN = H * W; K = COG * KH * KW; gz = ns * G; }
+    // The software kernels run every sample of the chunk along N (z = group only); the tiled
+    // ones one sample per z.
+    const zs = software ? 1 : ns, ns1 = software ? ns : 1;
+    if (mode === 'fwd') { M = COG; NN = ns1 * OH * OW; K = CG * KH * KW; gz = zs * G; }
+    else if (mode === 'dx') { M = CG; NN = ns1 * H * W; K = COG * KH * KW; gz = zs * G; }
     else { M = COG; NN = CG * KH * KW; K = ns * OH * OW; gz = G; }
     const outWin = wins[wins.length - 1];
     const base = {
@@ -301,15 +307,19 @@ function runConv(mode: ConvMode, geo: Conv2dGeometry, inputs: (Tensor | null)[],
       off0: wins[0].offset, off1: wins[1].offset, off2: mode === 'fwd' ? wins[2].offset : 0, offO: outWin.offset,
       flag: mode === 'fwd' ? (inputs[2] ? 1 : 0) : mode === 'dw' ? (s0 > 0 || carry ? 1 : 0) : 0,
     };
-    const BM = convTileRows(M);
-    const gx = Math.ceil(NN / BN), gy = Math.ceil(M / BM);
+    const BM = software ? CONV_RB_TILE.BM : convTileRows(M);
+    const BNc = software ? CONV_RB_TILE.BN : BN;
+    const gx = Math.ceil(NN / BNc), gy = Math.ceil(M / BM);
+    const st = { SH: geo.SH, SW: geo.SW, DH: geo.DH, DW: geo.DW };
+    const key = software ? convRbKey(mode, dtype, st) : convKey(mode, dtype, BM);
+    const code = software ? () => convRbWGSL(mode, dtype, st) : () => convWGSL(mode, dtype, BM);
     for (let z = 0; z < gz; z += maxG) {
       for (let y = 0; y < gy; y += maxG) {
         for (let xb = 0; xb < gx; xb += maxG) {
           dev.dispatch({
             label,
-            key: convKey(mode, dtype, BM),
-            code: () => convWGSL(mode, dtype, BM),
+            key,
+            code,
             reads: wins.slice(0, -1).map((w) => w.binding),
             writes: [outWin.binding],
             params: convLayout.pack({ ...base, xbase: xb, ybase: y, zbase: z }),

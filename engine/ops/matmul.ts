@@ -6,6 +6,7 @@ import { bytesOf } from '../dtype.js';
 import { planChunks } from '../chunk.js';
 import { MAX_RANK, contiguousStrides, fmt, sizeOf } from '../shape.js';
 import { Tensor } from '../tensor.js';
+import { kernelFamily } from '../kernel-family.js';
 import { matmulLayout, selectMatmulVariant } from '../../kernels/matmul.js';
 import { cast } from './elementwise.js';
 import { full, reshape } from './movement.js';
@@ -148,7 +149,7 @@ function pad8(v: readonly number[]): number[] {
 /** Writes op(a)·op(b) into out (contiguous [...batch, M, N]). */
 function runMatmul(a: Tensor, b: Tensor, out: Tensor, transA: boolean, transB: boolean, d: Dims, label: string): void {
   const dev = out.device;
-  const variant = selectMatmulVariant(dev, a.dtype);
+  const variant = selectMatmulVariant(kernelFamily(dev), dev, a.dtype);
   if (variant.sharedBytes > dev.limits.maxComputeWorkgroupStorageSize || variant.threads > dev.limits.maxComputeInvocationsPerWorkgroup) {
     throw new Error(`${label}: the ${variant.name} kernel needs ${variant.sharedBytes} bytes of workgroup memory and ${variant.threads} threads; this device allows ${dev.limits.maxComputeWorkgroupStorageSize} and ${dev.limits.maxComputeInvocationsPerWorkgroup}`);
   }

@@ -1,0 +1,63 @@
+// Batched matmul for software adapters: each invocation keeps an R×C block of C in registers and
+// reads A and B straight from storage; no workgroup memory, no barriers (kernels/matmul.ts has the
+// tiled shared-memory kernel GPUs run, and the reasons lavapipe wants this shape are in
+// kernels/conv2d-rb.ts: loads are done lane by lane, so each loaded value must feed many fmas).
+//
+// Same uniforms (matmulLayout) and the same addressing through strides as the tiled kernel.
+// Rows and columns past the edge are clamped to the last valid one and never stored, so the
+// inner loop has no branches. Each output is one invocation's fma sum over k = 0..K-1 in order,
+// the order of the tiled kernel too, so a row gives the same bits alone or in any batch.
+
+import { DType } from '../engine/dtype.js';
+import { at, declareBindings, f16Enable, stridedOffsets } from './common.js';
+import { MatmulVariant, matmulLayout } from './matmul-layout.js';
+
+export const MATMUL_RB = { R: 16, C: 8, WX: 4, WY: 2 } as const;
+
+const range = (n: number) => Array.from({ length: n }, (_, i) => i);
+
+function rbWGSL(dtype: DType): string {
+  const { R, C, WX, WY } = MATMUL_RB;
+  const L: string[] = [];
+  L.push(f16Enable(dtype));
+  L.push(declareBindings([{ name: 'A', type: dtype }, { name: 'B', type: dtype }], [{ name: 'Cm', type: dtype }], matmulLayout));
+  L.push(`@compute @workgroup_size(${WX}, ${WY}, 1)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let mb = ((wid.y + P.ybase) * ${WY}u + lid.y) * ${R}u;
+  let nb = ((wid.x + P.xbase) * ${WX}u + lid.x) * ${C}u;
+  if (mb >= P.M || nb >= P.N) { return; }
+  var offA = P.offA; var offB = P.offB; var offC = P.offC;`);
+  L.push(stridedOffsets('wid.z + P.zbase', 'P.bshape', 'P.brank', [
+    ['offA', (ud) => at('P.bsA', ud)], ['offB', (ud) => at('P.bsB', ud)], ['offC', (ud) => at('P.bsC', ud)],
+  ]));
+  for (const i of range(R)) L.push(`  let ar${i} = offA + min(mb + ${i}u, P.M - 1u) * P.sAm;`);
+  for (const j of range(C)) L.push(`  let bc${j} = offB + min(nb + ${j}u, P.N - 1u) * P.sBn;`);
+  for (const i of range(R)) for (const j of range(C)) L.push(`  var acc${i}_${j} = 0.0;`);
+  L.push(`  for (var k = 0u; k < P.K; k++) {
+    let ka = k * P.sAk; let kb = k * P.sBk;`);
+  for (const j of range(C)) L.push(`    let b${j} = f32(B[bc${j} + kb]);`);
+  for (const i of range(R)) {
+    L.push(`    { let a = f32(A[ar${i} + ka]);`);
+    L.push(range(C).map((j) => `acc${i}_${j} = fma(a, b${j}, acc${i}_${j});`).join(' ') + ' }');
+  }
+  L.push('  }');
+  for (const i of range(R)) {
+    L.push(`  if (mb + ${i}u < P.M) {
+    let cr = offC + (mb + ${i}u) * P.sCm;`);
+    for (const j of range(C)) L.push(`    if (nb + ${j}u < P.N) { Cm[cr + (nb + ${j}u) * P.sCn] = ${dtype}(acc${i}_${j}); }`);
+    L.push('  }');
+  }
+  L.push('}');
+  return L.join('\n') + '\n';
+}
+
+/** The register-blocked variant: tileM × tileN outputs per workgroup of WX·WY invocations. */
+export const RB_VARIANT: MatmulVariant = {
+  name: 'rb16x8',
+  tileM: MATMUL_RB.R * MATMUL_RB.WY,
+  tileN: MATMUL_RB.C * MATMUL_RB.WX,
+  threads: MATMUL_RB.WX * MATMUL_RB.WY,
+  sharedBytes: 0,
+  key: (dtype) => `matmul:rb16x8:${dtype}`,
+  code: rbWGSL,
+};
