@@ -2,9 +2,14 @@
 // written next to its forward (engine/ops/*). Saved tensors are shared handles on the forward's
 // storage, freed when the node is released: after backward(), or by tidy() when nothing returned
 // can reach the node.
+//
+// Broadcasting is undone once, here: a rule returns its gradient in the shape of the op's output
+// (or any shape its input was broadcast to), and backward() sums it down to the input's shape
+// (as tinygrad's walk does), so no rule repeats that reduction.
 
 import { GraphPiece, keep, trackNode } from './scope.js';
 import { GradNode, Tensor } from './tensor.js';
+import { sameShape } from './shape.js';
 
 let gradEnabled = true;
 
@@ -78,6 +83,8 @@ export interface GradMath {
   /** Always a new tensor, even when the dtype is unchanged. */
   cast(a: Tensor, dtype: 'f32' | 'f16'): Tensor;
   ones(shape: readonly number[], dtype: 'f32' | 'f16', device: Tensor['device']): Tensor;
+  /** x summed over the axes that broadcasting from `shape` added or stretched, reshaped to `shape`. */
+  sumTo(x: Tensor, shape: readonly number[]): Tensor;
 }
 let math: GradMath | null = null;
 export function setGradMath(m: GradMath): void {
@@ -89,6 +96,13 @@ export interface BackwardOptions {
   grad?: Tensor;
   /** Keep the graph for another backward() (default false: saved tensors are freed). */
   retainGraph?: boolean;
+}
+
+/** Could a tensor of shape `from` have been broadcast to `to` (NumPy rules)? */
+function broadcastsTo(from: readonly number[], to: readonly number[]): boolean {
+  if (from.length > to.length) return false;
+  const lead = to.length - from.length;
+  return from.every((d, i) => d === to[lead + i] || d === 1);
 }
 
 /**
@@ -155,8 +169,18 @@ export function backward(output: Tensor, opts: BackwardOptions = {}): void {
         if (owned.has(g)) { g.dispose(); owned.delete(g); }
         continue;
       }
-      const inGrads = node.run(g);
+      const raw = node.run(g);
       if (!opts.retainGraph) node.release();
+      // Gradients in a broadcast shape are summed down to their input's shape; a rule's own
+      // tensor that this replaces is freed (never the incoming g, which is freed below).
+      const inGrads = raw.map((gi, i) => {
+        const inp = node.inputs[i];
+        if (!gi || !inp.requiresGrad || sameShape(gi.shape, inp.shape)) return gi;
+        if (!broadcastsTo(inp.shape, gi.shape)) throw new Error(`backward of ${node.op}: gradient ${gi.describe()} does not match input ${inp.describe()} (nor is the input broadcast to it)`);
+        return m.sumTo(gi, inp.shape);
+      });
+      const stillUsed = new Set<Tensor | null>([g, ...inGrads]);
+      for (const gi of new Set(raw)) if (gi && !stillUsed.has(gi)) gi.dispose();
       // A rule may pass its incoming gradient through, or give one tensor to two inputs: copy
       // those so that every gradient below has exactly one owner.
       const seen = new Set<Tensor>([g]);
@@ -171,7 +195,6 @@ export function backward(output: Tensor, opts: BackwardOptions = {}): void {
         const gi = fresh[i];
         if (!gi) return;
         if (!inp.requiresGrad) { gi.dispose(); return; }
-        if (gi.shape.join() !== inp.shape.join()) throw new Error(`backward of ${node.op}: gradient ${gi.describe()} does not match input ${inp.describe()}`);
         const prev = grads.get(inp);
         if (prev) {
           grads.set(inp, m.add(prev, gi));
