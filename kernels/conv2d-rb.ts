@@ -40,13 +40,14 @@ export interface ConvRbStatic {
 }
 
 /**
- * packed (fwd and dx): the weights come repacked with the rows of the product innermost (fwd:
- * [G, K, Cout/G]; dx: [G, Cout/G, kh·kw, Cin/G]), so the R weights one k needs are R/4 vec4
- * reads instead of R scalar ones. Needs M a multiple of 4 (engine/ops/conv2d.ts decides).
+ * packed: fwd and dx read the weights repacked with the rows of the product innermost (fwd:
+ * [G, K, Cout/G]; dx: [G, Cout/G, kh·kw, Cin/G]), dw the output gradient as [N, OH·OW, Cout], so
+ * the R values one k needs are R/4 vec4 reads instead of R scalar ones. Needs M (and for dw Cout)
+ * a multiple of 4 (engine/ops/conv2d.ts decides).
  */
 export function convRbKey(mode: ConvMode, dtype: DType, st?: ConvRbStatic, packed = false): string {
   const base = mode === 'dx' && st ? `conv2d-rb:dx:${dtype}:${st.SH}x${st.SW}:${st.DH}x${st.DW}` : `conv2d-rb:${mode}:${dtype}`;
-  return packed && mode !== 'dw' ? `${base}:w4` : base;
+  return packed ? `${base}:${mode === 'dw' ? 'g4' : 'w4'}` : base;
 }
 
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
@@ -60,13 +61,14 @@ function fmas(R: number, C: number, ind: string): string {
 
 export function convRbWGSL(mode: ConvMode, dtype: DType, st?: ConvRbStatic, packed = false): string {
   const { R, C, WX, WY } = CONV_RB;
-  const w4 = packed && mode !== 'dw';
+  const w4 = packed && mode !== 'dw', g4 = packed && mode === 'dw';
   const wType = (w4 ? `vec4<${dtype}>` : dtype) as DType;
+  const gType = (g4 ? `vec4<${dtype}>` : dtype) as DType;
   const reads = mode === 'fwd'
     ? [{ name: 'X', type: dtype }, { name: 'Wt', type: wType }, { name: 'Bias', type: dtype }]
     : mode === 'dx'
       ? [{ name: 'Gr', type: dtype }, { name: 'Wt', type: wType }]
-      : [{ name: 'Gr', type: dtype }, { name: 'X', type: dtype }];
+      : [{ name: 'Gr', type: gType }, { name: 'X', type: dtype }];
   const outType: DType = mode === 'dw' ? 'f32' : dtype;
   const L: string[] = [];
   L.push(f16Enable(dtype));
@@ -184,7 +186,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
   let xb${j} = P.off1 + (z * P.CG + ci${j}) * HW;
   let dy${j} = i32((r${j} / P.KW) * P.DH) - P.PT; let dx${j} = i32((r${j} % P.KW) * P.DW) - i32(P.PL);`);
     }
-    for (const i of range(R)) L.push(`  let gr${i} = P.off0 + (z * P.COG + m${i}) * OHW;`);
+    if (g4) for (const g of range(R / 4)) L.push(`  let gq${g} = P.off0 + z * P.COG + min(mb + ${4 * g}u, P.COG - 4u);`);
+    else for (const i of range(R)) L.push(`  let gr${i} = P.off0 + (z * P.COG + m${i}) * OHW;`);
     L.push(`  if (P.flag != 0u) {`);
     for (const i of range(R)) for (const j of range(C)) L.push(`    acc${i}_${j} = O[P.offO + (z * P.COG + m${i}) * P.N + n${j}];`);
     L.push(`  }
@@ -205,7 +208,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
       L.push(`        let ix${j} = sx + dx${j}; let ok${j} = oky${j} && ix${j} >= 0 && ix${j} < i32(P.W);
         let b${j} = select(0.0, f32(X[select(0u, rb${j} + u32(max(ix${j}, 0)), ok${j})]), ok${j});`);
     }
-    for (const i of range(R)) L.push(`        let a${i} = f32(Gr[gr${i} + go + ox]);`);
+    if (g4) {
+      L.push(`        let gp = (s * OHW + oy * P.OW + ox) * P.CO;`);
+      for (const g of range(R / 4)) L.push(`        let gv${g} = vec4<f32>(Gr[(gq${g} + gp) / 4u]);`);
+      for (const i of range(R)) L.push(`        let a${i} = gv${i >> 2}.${'xyzw'[i & 3]};`);
+    } else for (const i of range(R)) L.push(`        let a${i} = f32(Gr[gr${i} + go + ox]);`);
     L.push(fmas(R, C, '        '));
     L.push(`      }
     }

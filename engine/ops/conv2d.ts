@@ -258,10 +258,12 @@ function runConv(mode: ConvMode, geo: Conv2dGeometry, inputs: (Tensor | null)[],
   const dtype = inputs[0]!.dtype;
   // Software kernels read the weights repacked with the product's rows innermost (vec4 reads);
   // the copy is small beside the convolution, and is freed once the dispatches are recorded.
-  const packRows = mode === 'fwd' ? COG : mode === 'dx' ? CG : 0;
-  const packed = software && packRows >= 4 && packRows % 4 === 0 ? packWeights(mode, inputs[1]!, geo) : null;
+  const packRows = mode === 'dx' ? CG : COG;
+  const packable = software && packRows >= 4 && packRows % 4 === 0;
+  const packAt = mode === 'dw' ? 0 : 1;
+  const packed = packable ? (mode === 'dw' ? packGradient(inputs[0]!, geo) : packWeights(mode, inputs[1]!, geo)) : null;
   const original = inputs;
-  if (packed) inputs = inputs.map((t, i) => (i === 1 ? packed : t));
+  if (packed) inputs = inputs.map((t, i) => (i === packAt ? packed : t));
   const eb = bytesOf(dtype);
   const xPer = C * H * W, oPer = CO * OH * OW;
   const buf = (t: Tensor) => t.buffer('conv2d');
@@ -336,6 +338,15 @@ function runConv(mode: ConvMode, geo: Conv2dGeometry, inputs: (Tensor | null)[],
     }
   }
   packed?.dispose();
+}
+
+/** The output gradient [N, Cout, OH, OW] as [N, OH·OW, Cout] for the software dw kernel. */
+function packGradient(g: Tensor, geo: Conv2dGeometry): Tensor {
+  const { N, CO, OH, OW } = geo;
+  const P = OH * OW;
+  const out = new Tensor(g.device, [N, P, CO], g.dtype);
+  runMap(copyKernel(g), [N, P, CO], [{ t: g, strides: [CO * P, 1, P] }], { t: out, strides: [P * CO, CO, 1] }, [0, 0], 'conv2d (gradient repack)');
+  return out;
 }
 
 /**
