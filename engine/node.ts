@@ -24,7 +24,9 @@ export interface NodeDeviceOptions extends DeviceOptions {
 const instances = new Map<string, GPU>();
 
 function dawn(extra: string[] = []): GPU {
-  const flags = [...DAWN_FLAGS, ...extra];
+  // DDPO_DAWN_TOGGLES adds Dawn toggles (comma-separated), e.g. for kernel experiments.
+  const more = process.env.DDPO_DAWN_TOGGLES ? [`enable-dawn-features=${['allow_unsafe_apis', 'vulkan_enable_f16_on_nvidia', process.env.DDPO_DAWN_TOGGLES].join(',')}`] : DAWN_FLAGS;
+  const flags = [...more, ...extra];
   const key = flags.join('|');
   let gpu = instances.get(key);
   if (!gpu) {

@@ -13,8 +13,10 @@
 // and dtype, never per shape, for the same reason: see selectMatmulVariant.
 
 import { DType } from '../engine/dtype.js';
-import { MAX_RANK } from '../engine/shape.js';
-import { ParamLayout, at, declareBindings, f16Enable, stridedOffsets } from './common.js';
+import type { KernelFamily } from '../engine/kernel-family.js';
+import { at, declareBindings, f16Enable, stridedOffsets } from './common.js';
+import { MatmulVariant, matmulLayout } from './matmul-layout.js';
+import { RbModes, rbVariant } from './matmul-rb.js';
 
 /**
  * Geometry of the register-tiled shared-memory kernel. Each thread owns a 4×4 block of outputs
@@ -27,46 +29,6 @@ export interface TiledConfig {
   /** Depth of the K slab staged in shared memory per step. */
   bk: number;
 }
-
-/** A way of computing the product; `tileM × tileN` outputs per workgroup, batch on z. */
-export interface MatmulVariant {
-  name: string;
-  tileM: number;
-  tileN: number;
-  key(dtype: DType): string;
-  code(dtype: DType): string;
-  /** Shared memory the kernel declares, checked against maxComputeWorkgroupStorageSize. */
-  sharedBytes: number;
-  threads: number;
-}
-
-export const matmulLayout = new ParamLayout([
-  { name: 'bshape', type: 'u32', len: MAX_RANK },
-  { name: 'bsA', type: 'u32', len: MAX_RANK },
-  { name: 'bsB', type: 'u32', len: MAX_RANK },
-  { name: 'bsC', type: 'u32', len: MAX_RANK },
-  { name: 'brank', type: 'u32' },
-  { name: 'M', type: 'u32' },
-  { name: 'N', type: 'u32' },
-  { name: 'K', type: 'u32' },
-  { name: 'sAm', type: 'u32' },
-  { name: 'sAk', type: 'u32' },
-  { name: 'sBk', type: 'u32' },
-  { name: 'sBn', type: 'u32' },
-  { name: 'sCm', type: 'u32' },
-  { name: 'sCn', type: 'u32' },
-  { name: 'offA', type: 'u32' },
-  { name: 'offB', type: 'u32' },
-  { name: 'offC', type: 'u32' },
-  /** 1 when A's k index is the fast-moving (stride-1) one: picks the load pattern that reads consecutive addresses. */
-  { name: 'aKFast', type: 'u32' },
-  /** 1 when B's n index is the fast-moving one. */
-  { name: 'bNFast', type: 'u32' },
-  /** Added to workgroup_id: lets one problem be split into several dispatches of ≤ 65,535 groups per dimension. */
-  { name: 'xbase', type: 'u32' },
-  { name: 'ybase', type: 'u32' },
-  { name: 'zbase', type: 'u32' },
-]);
 
 export const TILED_64: TiledConfig = { wgX: 16, wgY: 16, bk: 16 };
 
@@ -202,12 +164,22 @@ function tiledWGSL(c: TiledConfig, dtype: DType): string {
 }
 
 /**
- * The kernel for a device and dtype. Today there is one; a subgroup-matrix (tensor core) variant
- * would be returned here when device.hasSubgroupMatrix. The choice must not depend on the shape
- * (see batch independence above).
+ * The kernel for a device and dtype: on software adapters the register-blocked kernel
+ * (kernels/matmul-rb.ts) with the load modes the operands' layout allows (they change how values
+ * are read, never the sum), the tiled one elsewhere; a subgroup-matrix (tensor core) variant would
+ * be returned here when device.hasSubgroupMatrix. The choice must not depend on the batch (see
+ * batch independence above).
  */
-export function selectMatmulVariant(_features: { hasSubgroupMatrix: boolean }, _dtype: DType): MatmulVariant {
-  return DEFAULT_VARIANT;
+export function selectMatmulVariant(family: KernelFamily, _features: { hasSubgroupMatrix: boolean }, _dtype: DType, modes: RbModes = { a: 's', b: 's' }): MatmulVariant {
+  if (family !== 'software') return DEFAULT_VARIANT;
+  const key = `${modes.a}:${modes.b}`;
+  let v = RB_VARIANTS.get(key);
+  if (!v) { v = rbVariant(modes); RB_VARIANTS.set(key, v); }
+  return v;
 }
 
+const RB_VARIANTS = new Map<string, MatmulVariant>();
 const DEFAULT_VARIANT = tiledVariant(TILED_64);
+
+export { matmulLayout };
+export type { MatmulVariant };

@@ -5,6 +5,8 @@
 // number of reduced elements (never on how many outputs there are), so a sample reduced alone or
 // inside a batch gives bit-identical results. 'wg': one workgroup per output, thread t sums
 // elements t, t+256, ... then a fixed tree; 'seq': one thread per output, in index order.
+// Software adapters run every reduction 'seq' (barriers and workgroup memory cost there), in
+// workgroups of 8 (one SIMD register) so that a few hundred outputs still spread over the cores.
 
 import { DType } from '../engine/dtype.js';
 import { MAX_RANK } from '../engine/shape.js';
@@ -30,11 +32,11 @@ export const reduceLayout = new ParamLayout([
   { name: 'scale', type: 'f32' },
 ]);
 
-export function reduceKey(op: ReduceOp, mode: ReduceMode, inType: DType, outType: DType): string {
-  return `reduce:${op}:${mode}:${inType}>${outType}`;
+export function reduceKey(op: ReduceOp, mode: ReduceMode, inType: DType, outType: DType, wg = 256): string {
+  return `reduce:${op}:${mode}:${inType}>${outType}${mode === 'seq' && wg !== 256 ? `:wg${wg}` : ''}`;
 }
 
-export function reduceWGSL(op: ReduceOp, mode: ReduceMode, inType: DType, outType: DType): string {
+export function reduceWGSL(op: ReduceOp, mode: ReduceMode, inType: DType, outType: DType, wg = 256): string {
   const acc = inType === 'i32' || inType === 'u32' ? inType : 'f32';
   const init = op === 'sum' ? `${acc}(0)` : acc === 'f32' ? (op === 'max' ? '-3.402823466e+38' : '3.402823466e+38') : op === 'max' ? (acc === 'i32' ? '-2147483647 - 1' : '0u') : acc === 'i32' ? '2147483647' : '4294967295u';
   const combine = (x: string, y: string) => (op === 'sum' ? `${x} + ${y}` : `${op}(${x}, ${y})`);
@@ -44,15 +46,25 @@ export function reduceWGSL(op: ReduceOp, mode: ReduceMode, inType: DType, outTyp
   const head = `${f16Enable(inType, outType)}
 ${declareBindings([{ name: 'src', type: inType }], [{ name: 'dst', type: outType }], reduceLayout)}`;
   if (mode === 'seq') {
+    // One invocation per output, in index order: rows of the innermost reduced dim, each row's
+    // start decoded once (the divisions stay out of the element loop, which costs them per
+    // element on a CPU), then a strided walk along the row.
     return `${head}
-${MAIN_1D()}
-  let o = gid * 256u + lid;
+${MAIN_1D(wg)}
+  let o = gid * ${wg}u + lid;
   if (o >= P.nout) { return; }
   var base = P.inoff;${offsetOf('P.oshape', 'P.ostride', 'P.orank', 'o', 'base')}
+  let last = P.irank - 1u;
+  let rowLen = ${at('P.ishape', 'last')};
+  let rowStride = ${at('P.istride', 'last')};
+  let rows = P.ninner / rowLen;
   var r: ${acc} = ${init};
-  for (var j = 0u; j < P.ninner; j++) {
-    var off = base;${offsetOf('P.ishape', 'P.istride', 'P.irank', 'j', 'off')}
-    r = ${combine('r', `${acc}(src[off])`)};
+  for (var q = 0u; q < rows; q++) {
+    var off = base;${offsetOf('P.ishape', 'P.istride', 'last', 'q', 'off')}
+    for (var t = 0u; t < rowLen; t++) {
+      r = ${combine('r', `${acc}(src[off])`)};
+      off += rowStride;
+    }
   }
   dst[P.outoff + o] = ${outType}(${finish});
 }

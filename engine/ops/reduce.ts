@@ -5,6 +5,7 @@ import { DType, bytesOf, isFloat } from '../dtype.js';
 import { planChunks } from '../chunk.js';
 import { MAX_RANK, contiguousStrides, fmt, normAxes, sameShape } from '../shape.js';
 import { Tensor } from '../tensor.js';
+import { kernelFamily } from '../kernel-family.js';
 import { WG, grid } from '../../kernels/common.js';
 import { REDUCE_WG, ReduceOp, SEQ_LIMIT, reduceKey, reduceLayout, reduceWGSL } from '../../kernels/reduce.js';
 import { div, eq, mul, mulScalar, square, sub } from './elementwise.js';
@@ -14,6 +15,22 @@ function pad8(v: readonly number[]): number[] {
   const out = new Array<number>(MAX_RANK).fill(0);
   v.forEach((x, i) => { out[i] = x; });
   return out;
+}
+
+/** Workgroup of the one-output-per-thread reductions on software adapters: one SIMD register. */
+const SOFT_WG = 8;
+
+/**
+ * Merges neighbouring dims of a strided walk where dim i steps over dim i+1 exactly
+ * (stride_i = stride_{i+1}·shape_{i+1}); drops size-1 dims; at least one dim is left.
+ */
+function mergeDims(shape: readonly number[], strides: readonly number[]): { shape: number[]; strides: number[] } {
+  const sh: number[] = [], st: number[] = [];
+  shape.forEach((n, i) => { if (n !== 1) { sh.push(n); st.push(strides[i]); } });
+  for (let i = sh.length - 2; i >= 0; i--) {
+    if (st[i] === st[i + 1] * sh[i + 1]) { sh.splice(i, 2, sh[i] * sh[i + 1]); st.splice(i, 2, st[i + 1]); }
+  }
+  return sh.length ? { shape: sh, strides: st } : { shape: [1], strides: [0] };
 }
 
 /** Reduces x over `axes` into a tensor of the kept dims (size-1 axes kept when keepDims). */
@@ -32,30 +49,35 @@ function reduceRaw(op: ReduceOp, x: Tensor, axes: number[], keepDims: boolean, s
   const align = dev.limits.minStorageBufferOffsetAlignment;
   const sliceBytes = (1 + axes.reduce((e, i) => e + (x.shape[i] - 1) * strides[i], 0)) * bytesOf(x.dtype);
   if (sliceBytes + align > dev.maxBindingBytes) return reduceSplit(op, x, axes, keepDims, scale, outType);
-  const mode = nInner <= SEQ_LIMIT ? 'seq' : 'wg';
-  const combined = [...oshape, ...ishape];
+  const software = kernelFamily(dev) === 'software';
+  const mode = software || nInner <= SEQ_LIMIT ? 'seq' : 'wg';
+  const wg = software ? SOFT_WG : WG;
+  // Reduced dims merged where one steps over the next exactly (same index order, so the same
+  // bits): the kernel then walks long rows instead of decoding every element's position.
+  const inner = mergeDims(ishape, axes.map((i) => strides[i]));
+  const combined = [...oshape, ...inner.shape];
   const ostrideOut = contiguousStrides(oshape);
   const inBuf = x.buffer(op), outBuf = out.buffer(op);
   const chunks = planChunks(label, combined, [
-    { strides: [...keptAxes.map((i) => strides[i]), ...axes.map((i) => strides[i])], offset: 0, elementBytes: bytesOf(x.dtype), bufferBytes: inBuf.size },
-    { strides: [...ostrideOut, ...ishape.map(() => 0)], offset: 0, elementBytes: bytesOf(outType), bufferBytes: outBuf.size },
+    { strides: [...keptAxes.map((i) => strides[i]), ...inner.strides], offset: 0, elementBytes: bytesOf(x.dtype), bufferBytes: inBuf.size },
+    { strides: [...ostrideOut, ...inner.shape.map(() => 0)], offset: 0, elementBytes: bytesOf(outType), bufferBytes: outBuf.size },
   ], dev.maxBindingBytes, dev.limits.minStorageBufferOffsetAlignment, oshape.length);
   for (const ch of chunks) {
-    const orank = ch.shape.length - ishape.length;
+    const orank = ch.shape.length - inner.shape.length;
     const [src, dst] = ch.operands;
     const nout = ch.shape.slice(0, orank).reduce((a, b) => a * b, 1);
     dev.dispatch({
       label,
-      key: reduceKey(op, mode, x.dtype, outType),
-      code: () => reduceWGSL(op, mode, x.dtype, outType),
+      key: reduceKey(op, mode, x.dtype, outType, wg),
+      code: () => reduceWGSL(op, mode, x.dtype, outType, wg),
       reads: [{ buffer: inBuf, offset: src.windowOffset, size: src.windowSize }],
       writes: [{ buffer: outBuf, offset: dst.windowOffset, size: dst.windowSize }],
       params: reduceLayout.pack({
         oshape: pad8(ch.shape.slice(0, orank)), ostride: pad8(src.strides.slice(0, orank)),
-        ishape: pad8(ishape), istride: pad8(src.strides.slice(orank)),
-        orank, irank: ishape.length, nout, ninner: nInner, inoff: src.offset, outoff: dst.offset, scale,
+        ishape: pad8(inner.shape), istride: pad8(src.strides.slice(orank)),
+        orank, irank: inner.shape.length, nout, ninner: nInner, inoff: src.offset, outoff: dst.offset, scale,
       }),
-      groups: grid(mode === 'seq' ? Math.ceil(nout / WG) : nout, dev.limits.maxComputeWorkgroupsPerDimension),
+      groups: grid(mode === 'seq' ? Math.ceil(nout / wg) : nout, dev.limits.maxComputeWorkgroupsPerDimension),
     });
   }
   void REDUCE_WG;
