@@ -2,7 +2,8 @@
 // and meaning; it validates config files and `--set` overrides and generates
 // docs/pretrain-config.md. The defaults train the shipped 16 px emoji model on a 2-core CPU:
 // small networks of SD's architecture (KL VAE with factor 2, cross-attention UNet, CLIP text
-// encoder), sized so that one training step is cheap on a software adapter.
+// encoder). The UNet is the one the software kernels are tuned for (bench/unet-step.ts: levels
+// 64/128/128, cross-attention at the two lower ones, 8 heads, 8×8×4 latents, 16-token context).
 
 import { ConfigSchema, Overrides, Spec, bool, field, int, num, section, str } from '../rl/schema.js';
 
@@ -94,12 +95,12 @@ export const PRETRAIN_SCHEMA: Spec<PretrainConfig> = {
     intermediate_size: int(128, 'MLP width.', { min: 1 }),
   }),
   unet: section<UnetSection>('The UNet2DConditionModel (ε-prediction on the scaled latents), trained in stage 2.', {
-    block_out_channels: field('integer[]', [32, 64], 'Channels of each level; each level after the first halves the latent resolution.', { min: 1 }),
+    block_out_channels: field('integer[]', [64, 128, 128], 'Channels of each level; each level after the first halves the latent resolution (8×8 latents → 4×4 → 2×2).', { min: 1 }),
     layers_per_block: int(1, 'ResNet blocks per down level (up levels have one more).', { min: 1 }),
-    attention_heads: int(2, 'Attention heads of every transformer block (diffusers\' attention_head_dim, as SD v1 names it).', { min: 1 }),
-    cross_attention: field('boolean[]', [true, false], 'Per level: a transformer block with cross-attention to the text after each ResNet (CrossAttnDownBlock2D / CrossAttnUpBlock2D) or not (DownBlock2D / UpBlock2D).'),
+    attention_heads: int(8, 'Attention heads of every transformer block (diffusers\' attention_head_dim, as SD v1 names it).', { min: 1 }),
+    cross_attention: field('boolean[]', [false, true, true], 'Per level: a transformer block with cross-attention to the text after each ResNet (CrossAttnDownBlock2D / CrossAttnUpBlock2D) or not (DownBlock2D / UpBlock2D).'),
     mid_block: bool(true, 'A mid block (ResNet, cross-attention transformer, ResNet) at the lowest resolution.'),
-    norm_num_groups: int(8, 'Group-norm groups (must divide every block width and the up blocks\' concatenated widths).', { min: 1 }),
+    norm_num_groups: int(32, 'Group-norm groups (must divide every block width and the up blocks\' concatenated widths).', { min: 1 }),
   }),
   train: section<TrainSection>('Stage 2: the UNet and text encoder trained jointly on SD\'s scaled-linear schedule (1000 steps, β 0.00085 → 0.012), ε-prediction, mean squared error.', {
     steps: int(20000, 'Optimizer steps of stage 2 (a resumed run continues to this total).', { min: 0 }),

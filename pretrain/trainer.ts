@@ -135,35 +135,51 @@ export function learningRate(peak: number, warmup: number, step: number): number
   return warmup > 0 ? peak * Math.min(1, (step + 1) / warmup) : peak;
 }
 
-/** Windowed per-step scalars, kept on the GPU until the window is read. */
+/**
+ * Per-step scalars of the current log window. They stay on the GPU until read (one sync); a read
+ * before the window ends (a checkpoint checking for NaN) moves them to the host and the window
+ * goes on, so metrics rows always cover log_every steps.
+ */
 class Window {
-  private values = new Map<string, Tensor[]>();
+  private pending = new Map<string, Tensor[]>();
+  private host = new Map<string, number[]>();
   private started = performance.now();
   steps = 0;
   push(name: string, t: Tensor): void {
-    const l = this.values.get(name);
-    if (l) l.push(keep(t)); else this.values.set(name, [keep(t)]);
+    const l = this.pending.get(name);
+    if (l) l.push(keep(t)); else this.pending.set(name, [keep(t)]);
   }
-  /** The window's means (one GPU sync), then empties it. */
-  async read(): Promise<{ means: Record<string, number>; values: Record<string, Float32Array>; seconds: number; steps: number }> {
-    const means: Record<string, number> = {};
-    const values: Record<string, Float32Array> = {};
-    for (const [k, ts] of this.values) {
+  /** Reads what is on the GPU; returns the name and value of a non-finite one, if any. */
+  async read(): Promise<[string, number] | null> {
+    let bad: [string, number] | null = null;
+    for (const [k, ts] of this.pending) {
       const all = noGrad(() => stack(ts, 0));
-      const v = new Float32Array(await all.data());
+      const v = [...await all.data()];
       all.dispose();
-      values[k] = v;
-      means[k] = v.reduce((a, b) => a + b, 0) / v.length;
+      for (const t of ts) t.dispose();
+      const h = this.host.get(k) ?? [];
+      h.push(...v);
+      this.host.set(k, h);
+      const x = v.find((y) => !Number.isFinite(y));
+      if (x !== undefined && !bad) bad = [k, x];
     }
-    const seconds = (performance.now() - this.started) / 1000, steps = this.steps;
-    this.dispose();
+    this.pending.clear();
+    return bad;
+  }
+  /** The window's means and duration, then a new window. */
+  close(): { means: Record<string, number>; seconds: number; steps: number } {
+    const means: Record<string, number> = {};
+    for (const [k, v] of this.host) means[k] = v.reduce((a, b) => a + b, 0) / v.length;
+    const out = { means, seconds: (performance.now() - this.started) / 1000, steps: this.steps };
+    this.host.clear();
+    this.steps = 0;
     this.started = performance.now();
-    return { means, values, seconds, steps };
+    return out;
   }
   dispose(): void {
-    for (const ts of this.values.values()) for (const t of ts) t.dispose();
-    this.values.clear();
-    this.steps = 0;
+    for (const ts of this.pending.values()) for (const t of ts) t.dispose();
+    this.pending.clear();
+    this.host.clear();
   }
 }
 
@@ -445,14 +461,15 @@ export class Pretrainer {
     this.window.push('grad_norm', norm);
   }
 
-  /** Reads the window's losses, checks they are finite and reports them. */
-  private async flush(): Promise<void> {
+  /** Reads the window's losses and checks they are finite; `emit` ends the window with a metrics row. */
+  private async flush(emit = true): Promise<void> {
     if (!this.window.steps) return;
-    const w = await this.window.read();
-    const bad = Object.entries(w.values).find(([, v]) => v.some((x) => !Number.isFinite(x)));
+    const bad = await this.window.read();
     if (bad) {
-      throw new Error(`pretrain stage ${this.stage}: ${bad[0]} became ${[...bad[1]].find((x) => !Number.isFinite(x))} by step ${this.step}; stopped without saving (the checkpoint in ${this.checkpointDir}, if any, is from before). Lower the learning rate (${this.stage === 1 ? 'vae.lr' : 'train.lr'}) or raise its warm-up, then start again or resume`);
+      throw new Error(`pretrain stage ${this.stage}: ${bad[0]} became ${bad[1]} by step ${this.step}; stopped without saving (the checkpoint in ${this.checkpointDir}, if any, is from before). Lower the learning rate (${this.stage === 1 ? 'vae.lr' : 'train.lr'}) or raise its warm-up, then start again or resume`);
     }
+    if (!emit) return;
+    const w = this.window.close();
     const c = this.config;
     const batch = this.stage === 1 ? c.vae.batch_size : c.train.batch_size;
     const row: PretrainMetrics = {
@@ -465,7 +482,7 @@ export class Pretrainer {
 
   /** Writes the checkpoint of the current stage (after reading pending losses: a NaN never reaches it). */
   async save(): Promise<void> {
-    await this.flush();
+    await this.flush(false);
     const state: PretrainState = {
       stage: this.stage, step: this.step, scalingFactor: this.scalingFactor,
       emaUpdates: this.ema[0]?.updates ?? 0, fingerprint: this.opts.data.fingerprint, config: this.config,
