@@ -148,7 +148,9 @@ export function parseClipModelConfig(json: unknown, where = 'CLIP config'): Clip
   const projectionDim = intOf(raw, 'projection_dim', 1, where, 512);
   const ls = raw.logit_scale_init_value ?? 2.6592;
   if (typeof ls !== 'number' || !Number.isFinite(ls)) throw new Error(`${where}: "logit_scale_init_value" = ${JSON.stringify(ls)} must be a finite number`);
-  const text = parseClipTextConfig(subConfig(raw, 'text', where), `${where} text_config`);
+  // transformers' CLIPTextConfig defaults for what a legacy config may leave out.
+  const textDefaults = { vocab_size: 49408, hidden_size: 512, intermediate_size: 2048, num_hidden_layers: 12, num_attention_heads: 8, max_position_embeddings: 77 };
+  const text = parseClipTextConfig({ ...textDefaults, ...subConfig(raw, 'text', where) }, `${where} text_config`);
   // The dual encoder's projection width is CLIPConfig.projection_dim, whatever the vision part says.
   const vision = { ...parseClipVisionConfig(subConfig(raw, 'vision', where), `${where} vision_config`), projectionDim };
   const cfg: ClipModelConfig = { text, vision, projectionDim, logitScaleInit: ls };
