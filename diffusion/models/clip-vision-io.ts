@@ -7,6 +7,8 @@
 // alone can be loaded from a CLIPModel folder (the aesthetic reward needs no text tower): the
 // text-side keys are then skipped without being read.
 
+import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Device } from '../../engine/index.js';
 import { getDefaultDevice } from '../../engine/tensor.js';
@@ -15,6 +17,7 @@ import {
   ClipModelConfig, ClipVisionConfig, clipModelShapes, clipVisionWithProjectionShapes, parseClipModelConfig, parseClipVisionConfig,
 } from './clip-vision-config.js';
 import { ClipModel, ClipVisionModelWithProjection } from './clip-vision-model.js';
+import { CLIP_IMAGE_PROCESSOR, ClipImageProcessorConfig, parseClipImageProcessorConfig } from './clip-image-processor.js';
 
 export interface LoadClipOptions {
   device?: Device;
@@ -79,4 +82,17 @@ export async function loadClipModel(folder: string, opts: LoadClipOptions = {}):
     throw e;
   }
   return model;
+}
+
+/** The folder's preprocessor_config.json if it has one, else CLIP's defaults. */
+export async function readClipImageProcessorConfig(folder: string): Promise<ClipImageProcessorConfig> {
+  const path = join(folder, 'preprocessor_config.json');
+  if (!existsSync(path)) return { ...CLIP_IMAGE_PROCESSOR, mean: [...CLIP_IMAGE_PROCESSOR.mean], std: [...CLIP_IMAGE_PROCESSOR.std] };
+  let json: unknown;
+  try {
+    json = JSON.parse(await readFile(path, 'utf8'));
+  } catch (e) {
+    throw new Error(`${path}: cannot read it as JSON: ${(e as Error).message}`);
+  }
+  return parseClipImageProcessorConfig(json, path);
 }

@@ -3,3 +3,4 @@
 export * from './clip-vision-config.js';
 export * from './clip-vision-model.js';
 export * from './clip-vision-io.js';
+export * from './clip-image-processor.js';
