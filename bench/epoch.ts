@@ -25,8 +25,8 @@ import { createPipelineFromConfig } from '../diffusion/configs.js';
 import { StableDiffusion, disposeStableDiffusion } from '../diffusion/load.js';
 import { builtinReward } from '../rewards/load.js';
 import { promptsFromLines } from '../rl/prompts.js';
-import { EpochRecord, TRAIN_DEFAULTS, TrainConfig, Trainer, TrainerOptions, trainedTimesteps } from '../rl/trainer.js';
-import { promptFn, resolveConfig, rewardSpec, toTrainConfig } from '../rl/config.js';
+import { EpochRecord, Trainer, TrainerOptions } from '../rl/trainer.js';
+import { ResolvedConfig, resolveConfig, trainedTimesteps } from '../rl/config.js';
 import { loadModel, readConfigFile } from '../cli/train.js';
 
 export interface EpochFigure {
@@ -62,7 +62,7 @@ const row = (f: EpochFigure) => `epoch ${f.epoch}: ${f.samples} samples, samplin
   (f.trainingExtrapolated !== undefined ? ` (extrapolated to all timesteps: ${f.trainingExtrapolated.toFixed(1)} s, epoch ${f.totalExtrapolated!.toFixed(1)} s)` : '') +
   `, total ${f.total.toFixed(1)} s, ${f.samplesPerSecond.toFixed(3)} samples/s, peak GPU memory ${f.peakGiB.toFixed(2)} GiB`;
 
-async function runEpochs(sd: StableDiffusion, tc: TrainConfig, opts: Omit<TrainerOptions, 'sd' | 'onEpoch'>, onFigure: (r: EpochRecord) => void): Promise<void> {
+async function runEpochs(sd: StableDiffusion, tc: ResolvedConfig, opts: Omit<TrainerOptions, 'sd' | 'onEpoch'>, onFigure: (r: EpochRecord) => void): Promise<void> {
   const trainer = await Trainer.create(tc, { ...opts, sd, onEpoch: onFigure });
   try {
     await trainer.run();
@@ -89,7 +89,7 @@ export async function runEpochBench(dev: Device, opts: EpochBenchOptions = {}): 
   const figures: EpochFigure[] = [];
   log(`epoch benchmark: ${cfgPath} (${cfg.algorithm}, model ${cfg.model}, ${cfg.sample.batch_size}×${cfg.sample.batches_per_epoch} samples, ${cfg.sample.steps} steps) on ${dev.adapterName}`);
   try {
-    await runEpochs(sd, toTrainConfig(cfg), { reward: rewardSpec(cfg.reward), prompts: promptFn(cfg.prompts) }, (r) => {
+    await runEpochs(sd, cfg, {}, (r) => {
       const f = figure(r, dev);
       figures.push(f);
       log(row(f));
@@ -128,20 +128,20 @@ export async function runSdV1EpochBench(dev: Device, opts: SdV1EpochOptions = {}
   write();
   const watchdog = setTimeout(() => { status = 'stopped by the budget watchdog'; write(); log('budget reached: stopping'); process.exit(0); }, budgetMs);
   watchdog.unref();
-  const tc: Partial<TrainConfig> = {
-    algorithm: 'ddpo-is', seed: 0, num_epochs: 1, steps, eta: 1, guidance: 5, sample_batch_size: 8, num_batches_per_epoch: 1,
-    train_batch_size: 4, gradient_accumulation_steps: 2, timestep_fraction: trainSteps / steps, lora: true, lora_rank: 4,
-    eval_every: 0, save_every: 0, min_count: 1,
-  };
-  const trained = trainedTimesteps({ ...TRAIN_DEFAULTS, ...tc });
-  if (trained !== trainSteps) throw new Error(`epoch bench: timestep_fraction ${tc.timestep_fraction} trains ${trained} timesteps, not ${trainSteps}`);
+  const tc = resolveConfig({
+    algorithm: 'ddpo-is', seed: 0, epochs: 1, sample: { steps, eta: 1, guidance: 5, batch_size: 8, batches_per_epoch: 1 },
+    train: { batch_size: 4, gradient_accumulation_steps: 2, timestep_fraction: trainSteps / steps }, lora: { enabled: true, rank: 4 },
+    eval: { every: 0 }, save_every: 0, stat_tracking: { min_count: 1 },
+  });
+  const trained = trainedTimesteps(tc);
+  if (trained !== trainSteps) throw new Error(`epoch bench: timestep_fraction ${tc.train.timestep_fraction} trains ${trained} timesteps, not ${trainSteps}`);
   const unetDtype = dev.hasF16 ? 'f16' : 'f32';
   log(`SD-size epoch: model ${model} (random weights, ${unetDtype} UNet with f32 LoRA rank 4), ${steps} steps, guidance 5, 8 samples, training ${trainSteps}/${steps} timesteps (extrapolated), on ${dev.adapterName}`);
   const tLoad = performance.now();
   const sd = createPipelineFromConfig(model, { device: dev, seed: 0, unetDtype });
   log(`model built in ${((performance.now() - tLoad) / 1000).toFixed(1)} s`);
   try {
-    await runEpochs(sd, tc as TrainConfig, { reward: builtinReward('jpeg_compressibility'), prompts: promptsFromLines(['a cat', 'a dog']) }, (r) => {
+    await runEpochs(sd, tc, { reward: builtinReward('jpeg_compressibility'), prompts: promptsFromLines(['a cat', 'a dog']) }, (r) => {
       const f = figure(r, dev, steps / trainSteps);
       figures.push(f);
       write();

@@ -2,6 +2,7 @@
 // An image here is CHW float in [0, 1] (3 channels), as the pipeline returns them.
 
 import { PNG } from 'pngjs';
+import type { ImageBatch } from '../rewards/types.js';
 import { GLYPH_H, drawText, textWidth } from './font.js';
 
 export interface RGBImage {
@@ -9,6 +10,13 @@ export interface RGBImage {
   data: Float32Array;
   height: number;
   width: number;
+}
+
+/** The images of an NCHW batch (what sampling reads back and rewards score), each a copy. */
+export function batchImages(b: ImageBatch): RGBImage[] {
+  if (b.c !== 3) throw new Error(`batchImages: expected 3-channel images, got ${b.n}×${b.c}×${b.h}×${b.w}`);
+  const per = b.c * b.h * b.w;
+  return Array.from({ length: b.n }, (_, i) => ({ data: b.data.slice(i * per, (i + 1) * per), height: b.h, width: b.w }));
 }
 
 function toByte(v: number): number {

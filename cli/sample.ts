@@ -6,7 +6,7 @@ import { createNodeDevice } from '../engine/node.js';
 import { setDefaultDevice } from '../engine/tensor.js';
 import { loadStableDiffusion, disposeStableDiffusion } from '../diffusion/load.js';
 import { TextEmbeddingCache, sample } from '../diffusion/pipeline.js';
-import { RGBImage, encodePNG, gridPNG } from './images.js';
+import { RGBImage, batchImages, encodePNG, gridPNG } from './images.js';
 import { writeFileAtomic } from './files.js';
 import { Progress } from './progress.js';
 
@@ -24,12 +24,6 @@ export interface SampleCliOptions {
   out: string;
   dtype: 'f32' | 'f16';
   adapter?: string;
-}
-
-export function tensorToImages(data: Float32Array, shape: readonly number[]): RGBImage[] {
-  const [B, C, H, W] = shape;
-  if (C !== 3) throw new Error(`expected 3-channel images, got ${C}`);
-  return Array.from({ length: B }, (_, b) => ({ data: data.slice(b * 3 * H * W, (b + 1) * 3 * H * W), height: H, width: W }));
 }
 
 const slug = (s: string) => s.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '').slice(0, 40) || 'prompt';
@@ -58,7 +52,8 @@ export async function sampleCommand(o: SampleCliOptions): Promise<number> {
       onStep: (k) => progress.update(i * o.steps + k * batch.length),
     });
     const data = await r.images!.data() as Float32Array;
-    const imgs = tensorToImages(data, r.images!.shape);
+    const [n, c, h, w] = r.images!.shape;
+    const imgs = batchImages({ data, n, c, h, w });
     imgs.forEach((img, k) => {
       const idx = i + k;
       writeFileAtomic(join(o.out, `${String(idx).padStart(4, '0')}-${slug(all[idx])}.png`), encodePNG(img));

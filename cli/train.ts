@@ -1,7 +1,7 @@
 // `ddpo train`, `ddpo eval` and `ddpo config`: the command-line face of the DDPO trainer.
 //
 // train: resolves the run config (defaults < run.json < flags), loads the model, runs epochs with
-// a progress line, writes the run folder's report after each epoch (rl/report.ts), checkpoints
+// a progress line, writes the run folder's report after each epoch (cli/report.ts), checkpoints
 // every `save_every` epochs, and on Ctrl-C finishes the current step, saves and exits.
 // eval: the reward of a checkpoint on held-out prompts (mean ± std), printed and written to eval.json.
 // config: prints the resolved config, or the docs of every option.
@@ -20,10 +20,11 @@ import { RewardPool } from '../rewards/pool.js';
 import { createTinyPipeline } from '../rl/tiny-model.js';
 import { PromptRng, samplePrompts } from '../rl/prompts.js';
 import {
-  Overrides, ResolvedConfig, coerceOverride, configDocs, describeReward, parseSetArgs, promptFn, resolveConfig, rewardSpec, toTrainConfig,
+  Overrides, RESUMABLE_KEYS, ResolvedConfig, coerceOverride, configDocs, describeReward, parseSetArgs, promptFn, resolveConfig, resumeConfig, rewardSpec,
 } from '../rl/config.js';
-import { RunReport, rewardStats } from '../rl/report.js';
-import { EpochRecord, RunResult, Trainer, TrainerOptions } from '../rl/trainer.js';
+import { rewardStats } from '../rl/record.js';
+import { EpochRecord, RunResult, Trainer, TrainerOptions, stopOnSignals } from '../rl/trainer.js';
+import { RunReport } from './report.js';
 import { writeFileAtomic } from './files.js';
 import { Progress, fmtTime } from './progress.js';
 
@@ -69,15 +70,13 @@ export function cliOverrides(o: TrainCliOptions): [string, unknown][] {
   return pairs;
 }
 
-// Options that may differ when resuming without changing what the run computes.
-const RESUME_SAFE = new Set(['epochs', 'out', 'adapter', 'save_every', 'reward_options.workers', 'reward_options.timeout_s', 'reward_options.max_retries']);
-
 /**
  * The run's config. With --resume DIR the base is DIR/config.json (the resolved config the run
- * started with), `out` defaults to DIR, and overrides other than epochs/out/adapter/save_every/
- * reward_options are refused: they would make the resumed run differ from an uninterrupted one.
+ * started with), `out` defaults to DIR, and only rl/config.ts RESUMABLE_KEYS may be overridden
+ * (epochs, out, adapter, save_every, reward_options): others would make the resumed run differ
+ * from an uninterrupted one.
  */
-export function resolveTrainConfig(o: TrainCliOptions): ResolvedConfig {
+export function resolveRunConfig(o: TrainCliOptions): ResolvedConfig {
   const overrides = cliOverrides(o);
   if (!o.resume) return resolveConfig(o.config ? readConfigFile(o.config) : undefined, overrides);
   const saved = join(o.resume, 'config.json');
@@ -85,12 +84,12 @@ export function resolveTrainConfig(o: TrainCliOptions): ResolvedConfig {
     throw new Error(`--resume ${o.resume}: no config.json there. Give the run folder a previous \`ddpo train\` wrote (its --out, default runs/ddpo)`);
   }
   if (o.config) throw new Error('--resume continues a run with the config it started with; drop --config (change the number of epochs with --epochs)');
-  const changed = overrides.map(([k]) => k).filter((k) => !RESUME_SAFE.has(k));
-  if (changed.length) {
-    throw new Error(`--resume: ${changed.join(', ')} cannot change when resuming (the run would no longer match an uninterrupted one); only ${[...RESUME_SAFE].join(', ')} can. Start a new run with --out instead`);
-  }
-  const withOut: [string, unknown][] = [['out', o.resume], ...overrides];
-  return resolveConfig(readConfigFile(saved), withOut);
+  return resumeConfig(readConfigFile(saved), [['out', o.resume], ...overrides], '--resume');
+}
+
+/** The value at a dotted key of a config ('reward_options.workers'). */
+function configValue(c: ResolvedConfig, key: string): unknown {
+  return key.split('.').reduce<unknown>((o, k) => (o as Record<string, unknown>)[k], c);
 }
 
 /** `ddpo config`: prints the resolved config (or, with --docs, the table of every option). */
@@ -99,7 +98,7 @@ export async function configCommand(o: TrainCliOptions & { docs?: boolean }): Pr
     process.stdout.write(configDocs());
     return 0;
   }
-  console.log(JSON.stringify(resolveTrainConfig(o), null, 2));
+  console.log(JSON.stringify(resolveRunConfig(o), null, 2));
   return 0;
 }
 
@@ -123,7 +122,7 @@ export function checkpointDir(out: string): string {
 
 /** `ddpo train`. */
 export async function trainCommand(o: TrainCliOptions): Promise<number> {
-  const cfg = resolveTrainConfig(o);
+  const cfg = resolveRunConfig(o);
   if (cfg.dtype === 'f16' && !cfg.lora.enabled) {
     throw new Error("dtype 'f16' trains LoRA adapters only: full fine-tuning needs f32 weights (trainable parameters and their optimizer state are f32). Use --set lora.enabled=true, or --dtype f32");
   }
@@ -159,18 +158,13 @@ export async function trainCommand(o: TrainCliOptions): Promise<number> {
     const frac = 0.5 * Math.min(1, p.done / p.total) + (p.phase === 'training' ? 0.5 : 0);
     progress.update((p.epoch - 1 - firstEpoch) * perEpoch + Math.min(perEpoch - 1, Math.floor(frac * perEpoch)));
   };
-  const opts: TrainerOptions = {
-    sd, reward: rewardSpec(cfg.reward), prompts, evalPrompts: cfg.eval.prompts ?? undefined, onEpoch, onProgress,
-    checkpointDir: ckpt, log: (m) => process.stderr.write(`${m}\n`),
-    rewardPool: { workers: cfg.reward_options.workers ?? undefined, timeoutMs: cfg.reward_options.timeout_s * 1000 },
-  };
-  const tc = toTrainConfig(cfg);
+  const opts: TrainerOptions = { sd, prompts, onEpoch, onProgress, checkpointDir: ckpt, log: (m) => process.stderr.write(`${m}\n`) };
   let trainer: Trainer;
   try {
     trainer = o.resume
-      // What may differ on resume (resolveTrainConfig allows only these); the rest comes from the checkpoint.
-      ? await Trainer.resume(ckpt, opts, { num_epochs: tc.num_epochs, save_every: tc.save_every, reward_retries: tc.reward_retries, max_dropped_fraction: tc.max_dropped_fraction })
-      : await Trainer.create(tc, opts);
+      // The checkpoint's config, with what this config may change on resume (RESUMABLE_KEYS).
+      ? await Trainer.resume(ckpt, opts, RESUMABLE_KEYS.map((k) => [k, configValue(cfg, k)] as const))
+      : await Trainer.create(cfg, opts);
   } catch (e) {
     disposeStableDiffusion(sd);
     device.destroy();
@@ -193,23 +187,12 @@ export async function trainCommand(o: TrainCliOptions): Promise<number> {
   progress = new Progress(Math.max(cfg.epochs - trainer.epoch, 1) * perEpoch, 'training', 'sample');
 
   // Ctrl-C: stop at the next safe point and save; a second Ctrl-C quits at once without saving.
-  let interrupts = 0;
-  const onSigint = () => {
-    interrupts++;
-    if (interrupts === 1) {
-      process.stderr.write('\nstopping: finishing the current step, then saving a checkpoint (Ctrl-C again to quit without saving)\n');
-      trainer.requestStop();
-    } else {
-      process.stderr.write('quitting without saving; the last checkpoint is intact\n');
-      process.exit(130);
-    }
-  };
-  process.on('SIGINT', onSigint);
+  const offSignals = stopOnSignals(trainer);
   let result: RunResult | null = null;
   try {
     result = await trainer.run();
   } finally {
-    process.off('SIGINT', onSigint);
+    offSignals();
     const status = result ? `${result.status} after epoch ${result.epoch}${result.message ? `: ${result.message}` : ''}` : 'failed (see the error)';
     report.setFacts({ finished: new Date().toISOString(), status, 'wall time': fmtTime((performance.now() - t0) / 1000) });
     report.writeHtml();

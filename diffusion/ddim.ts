@@ -16,6 +16,7 @@ import { Tensor } from '../engine/tensor.js';
 import { isFloat } from '../engine/dtype.js';
 import { add, cast, clamp, mulScalar, square, sub } from '../engine/ops/elementwise.js';
 import { noGrad } from '../engine/autograd.js';
+import { tidy } from '../engine/scope.js';
 import { mean as meanOp, sum as sumOp } from '../engine/ops/reduce.js';
 import { DDIMSchedule } from './schedule.js';
 
@@ -75,47 +76,45 @@ export function ddimStep(schedule: DDIMSchedule, modelOutput: Tensor, t: number,
   if (sample.rank < 1) throw new Error(`${label}: sample needs a batch dimension`);
   if (!isFloat(modelOutput.dtype) || !isFloat(sample.dtype)) throw new Error(`${label}: float tensors expected`);
   const c = stepCoefficients(schedule, t, opts.numSteps, opts.eta);
-  const temps: Tensor[] = [];
-  const tmp = (x: Tensor) => { temps.push(x); return x; };
-  const f32 = (x: Tensor) => (x.dtype === 'f32' ? x : tmp(cast(x, 'f32')));
-  const out = f32(modelOutput), x = f32(sample);
-  // ε and x̂₀ from the model output.
-  let eps: Tensor, x0: Tensor;
-  const sa = Math.sqrt(c.alpha), s1a = Math.sqrt(1 - c.alpha);
-  if (schedule.predictionType === 'epsilon') {
-    eps = out;
-    x0 = tmp(mulScalar(tmp(sub(x, tmp(mulScalar(eps, s1a)))), 1 / sa));
-  } else {
-    // v-prediction: x̂₀ = √ᾱ·x − √(1−ᾱ)·v, ε = √ᾱ·v + √(1−ᾱ)·x
-    x0 = tmp(sub(tmp(mulScalar(x, sa)), tmp(mulScalar(out, s1a))));
-    eps = tmp(add(tmp(mulScalar(out, sa)), tmp(mulScalar(x, s1a))));
-  }
-  // diffusers' DDIM (and the DDPO code) clip x̂₀ but keep ε for the direction term.
-  if (schedule.clipSample) x0 = tmp(clamp(x0, -schedule.clipSampleRange, schedule.clipSampleRange));
-  const dir = Math.sqrt(Math.max(1 - c.alphaPrev - c.std * c.std, 0));
-  const mean = add(tmp(mulScalar(x0, Math.sqrt(c.alphaPrev))), tmp(mulScalar(eps, dir)));
-  let prev: Tensor;
-  if (opts.prevSample) {
-    if (opts.prevSample.shape.join() !== sample.shape.join()) throw new Error(`${label}: prevSample ${opts.prevSample.describe()} does not match the sample`);
-    const given = opts.prevSample;
-    prev = noGrad(() => (given.dtype === 'f32' ? mulScalar(given, 1) : cast(given, 'f32')));
-  } else if (c.std > 0) {
-    if (!opts.noise) throw new Error(`${label}: sampling with eta ${opts.eta} needs noise (or pass prevSample to re-evaluate)`);
-    const n = f32(opts.noise);
-    prev = add(tmp(detached(mean)), tmp(mulScalar(n, c.std)));
-  } else {
-    prev = detached(mean);
-  }
-  let logProb: Tensor | null = null;
-  if (c.std > 0) {
-    const d = tmp(sub(prev, mean));
-    const e = tmp(mulScalar(tmp(square(d)), -1 / (2 * c.std * c.std)));
-    const lp = tmp(add(e, -Math.log(c.std) - LOG_SQRT_2PI));
-    const axes = Array.from({ length: sample.rank - 1 }, (_, i) => i + 1);
-    logProb = axes.length ? ((opts.reduce ?? 'mean') === 'sum' ? sumOp(lp, axes) : meanOp(lp, axes)) : mulScalar(lp, 1);
-  }
-  for (const t2 of temps) if (t2 !== modelOutput && t2 !== sample) t2.dispose();
-  return { prevSample: prev, mean, logProb, std: c.std };
+  // tidy frees every intermediate; the graph behind mean and logProb stays for backward().
+  return tidy(() => {
+    const f32 = (x: Tensor) => (x.dtype === 'f32' ? x : cast(x, 'f32'));
+    const out = f32(modelOutput), x = f32(sample);
+    // ε and x̂₀ from the model output.
+    let eps: Tensor, x0: Tensor;
+    const sa = Math.sqrt(c.alpha), s1a = Math.sqrt(1 - c.alpha);
+    if (schedule.predictionType === 'epsilon') {
+      eps = out;
+      x0 = mulScalar(sub(x, mulScalar(eps, s1a)), 1 / sa);
+    } else {
+      // v-prediction: x̂₀ = √ᾱ·x − √(1−ᾱ)·v, ε = √ᾱ·v + √(1−ᾱ)·x
+      x0 = sub(mulScalar(x, sa), mulScalar(out, s1a));
+      eps = add(mulScalar(out, sa), mulScalar(x, s1a));
+    }
+    // diffusers' DDIM (and the DDPO code) clip x̂₀ but keep ε for the direction term.
+    if (schedule.clipSample) x0 = clamp(x0, -schedule.clipSampleRange, schedule.clipSampleRange);
+    const dir = Math.sqrt(Math.max(1 - c.alphaPrev - c.std * c.std, 0));
+    const mean = add(mulScalar(x0, Math.sqrt(c.alphaPrev)), mulScalar(eps, dir));
+    let prev: Tensor;
+    if (opts.prevSample) {
+      if (opts.prevSample.shape.join() !== sample.shape.join()) throw new Error(`${label}: prevSample ${opts.prevSample.describe()} does not match the sample`);
+      const given = opts.prevSample;
+      prev = noGrad(() => (given.dtype === 'f32' ? mulScalar(given, 1) : cast(given, 'f32')));
+    } else if (c.std > 0) {
+      if (!opts.noise) throw new Error(`${label}: sampling with eta ${opts.eta} needs noise (or pass prevSample to re-evaluate)`);
+      prev = add(detached(mean), mulScalar(f32(opts.noise), c.std));
+    } else {
+      prev = detached(mean);
+    }
+    let logProb: Tensor | null = null;
+    if (c.std > 0) {
+      const e = mulScalar(square(sub(prev, mean)), -1 / (2 * c.std * c.std));
+      const lp = add(e, -Math.log(c.std) - LOG_SQRT_2PI);
+      const axes = Array.from({ length: sample.rank - 1 }, (_, i) => i + 1);
+      logProb = axes.length ? ((opts.reduce ?? 'mean') === 'sum' ? sumOp(lp, axes) : meanOp(lp, axes)) : mulScalar(lp, 1);
+    }
+    return { prevSample: prev, mean, logProb, std: c.std };
+  });
 }
 
 /** A copy that autograd does not track (x_prev is an action, not a function of the parameters). */

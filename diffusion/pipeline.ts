@@ -178,12 +178,22 @@ export function sample(sd: StableDiffusion, opts: SampleOptions): SampleResult {
   });
 }
 
+export interface StepEval {
+  /** [B] log p(x_{t−1} | x_t) of the stored step under the current weights. */
+  logProb: Tensor;
+  /** The step's Gaussian mean [B, C, h, w] (the KL penalty compares it with a reference model's). */
+  mean: Tensor;
+  /** σ_t of the step. */
+  std: number;
+}
+
 /**
- * Re-evaluates the log-probability of stored steps under the current weights: for samples
- * `rows` of a trajectory at step k, the exact computation sampling did. Differentiable w.r.t.
- * the UNet's trainable parameters (call it with grad enabled to train).
+ * Re-evaluates stored step k under the current weights: for samples `rows` of a trajectory, the
+ * exact computation sampling did (the same guidedNoise and ddimStep calls), so with unchanged
+ * weights the log-probability equals the recorded one bit for bit. Differentiable w.r.t. the
+ * UNet's trainable parameters (call it with grad enabled to train). The caller owns the tensors.
  */
-export function stepLogProb(sd: StableDiffusion, traj: Trajectory, k: number, rows?: [number, number]): Tensor {
+export function stepLogProb(sd: StableDiffusion, traj: Trajectory, k: number, rows?: [number, number]): StepEval {
   const [r0, r1] = rows ?? [0, traj.prompts.length];
   return tidy(() => {
     const pick = (t: Tensor) => (r0 === 0 && r1 === t.shape[0] ? t : slice(t, [r0], [r1]));
@@ -191,8 +201,6 @@ export function stepLogProb(sd: StableDiffusion, traj: Trajectory, k: number, ro
     const eps = guidedNoise(sd, x, traj.timesteps[k], { cond: pick(traj.promptEmbeds), uncond: pick(traj.negativeEmbeds), guidance: traj.guidance });
     const r = ddimStep(sd.schedule, eps, traj.timesteps[k], x, { numSteps: traj.numSteps, eta: traj.eta, prevSample: xPrev });
     if (!r.logProb) throw new Error('stepLogProb: η = 0 trajectories have no log-probability');
-    r.prevSample.dispose();
-    r.mean.dispose();
-    return r.logProb;
+    return { logProb: r.logProb, mean: r.mean, std: r.std };
   });
 }

@@ -3,6 +3,14 @@
 //
 // ᾱ (alphas_cumprod) is computed as diffusers does it, in float32: betas in f32, then a running
 // f32 product, so our coefficients match the reference to the last bit of f32.
+//
+// Besides the sampling steps, the schedule gives the forward process the training losses need,
+// named as diffusers' schedulers name them: addNoise (add_noise: x_t from x₀ and ε) and velocity
+// (get_velocity: the v-prediction target), one timestep per sample.
+
+import { add, mul, sub } from '../engine/ops/elementwise.js';
+import { tidy } from '../engine/scope.js';
+import { Tensor, tensor } from '../engine/tensor.js';
 
 export type PredictionType = 'epsilon' | 'v_prediction';
 
@@ -103,6 +111,27 @@ export class DDIMSchedule {
   alphaAt(t: number): number {
     if (!Number.isInteger(t) || t < 0 || t >= this.numTrainTimesteps) throw new Error(`DDIM: timestep ${t} is outside 0..${this.numTrainTimesteps - 1}`);
     return this.alphasCumprod[t];
+  }
+
+  /** [B, 1, …, 1] per-sample coefficients f(ᾱ_t) that broadcast against x [B, …]. */
+  private perSample(x: Tensor, t: readonly number[], f: (alpha: number) => number): Tensor {
+    if (t.length !== x.shape[0]) throw new Error(`DDIMSchedule: ${t.length} timesteps for a batch of ${x.shape[0]} (${x.describe()})`);
+    return tensor(t.map((ti) => f(this.alphaAt(ti))), [t.length, ...x.shape.slice(1).map(() => 1)], 'f32', x.device);
+  }
+
+  /** x_t = √ᾱ_t·x₀ + √(1−ᾱ_t)·ε, sample i at timestep t[i] (diffusers' add_noise). */
+  addNoise(x0: Tensor, noise: Tensor, t: readonly number[]): Tensor {
+    return tidy(() => add(mul(x0, this.perSample(x0, t, Math.sqrt)), mul(noise, this.perSample(x0, t, (a) => Math.sqrt(1 - a)))));
+  }
+
+  /** v = √ᾱ_t·ε − √(1−ᾱ_t)·x₀, the v-prediction target (diffusers' get_velocity). */
+  velocity(x0: Tensor, noise: Tensor, t: readonly number[]): Tensor {
+    return tidy(() => sub(mul(noise, this.perSample(x0, t, Math.sqrt)), mul(x0, this.perSample(x0, t, (a) => Math.sqrt(1 - a)))));
+  }
+
+  /** What the model learns to predict at x_t: ε, or v for v-prediction. */
+  trainingTarget(x0: Tensor, noise: Tensor, t: readonly number[]): Tensor {
+    return this.predictionType === 'epsilon' ? noise : this.velocity(x0, noise, t);
   }
 
   /** ᾱ of the previous timestep; below 0 it is finalAlphaCumprod (ᾱ₀ for SD: the DDPO code's clamp at 0). */

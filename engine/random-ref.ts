@@ -16,12 +16,8 @@
 // the GPU work was laid out, and a larger offset shifts the stream: element i with offset k is
 // element i + k with offset 0.
 
-/** Philox-4x32's round multipliers and Weyl key increments (Salmon et al., SC'11). */
-export const PHILOX_M0 = 0xd2511f53;
-export const PHILOX_M1 = 0xcd9e8d57;
-export const PHILOX_W0 = 0x9e3779b9;
-export const PHILOX_W1 = 0xbb67ae85;
-export const PHILOX_ROUNDS = 10;
+// The constants are the kernel's (kernels/random.ts); this reference reads them from there.
+import { PHILOX_M0, PHILOX_M1, PHILOX_ROUNDS, PHILOX_W0, PHILOX_W1 } from '../kernels/random.js';
 
 /** High 32 bits of the 64-bit product of two u32 (exact: every partial product fits a double). */
 function mulhi32(a: number, b: number): number {

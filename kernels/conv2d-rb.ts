@@ -31,8 +31,7 @@ import { ConvMode, convLayout } from './conv2d.js';
 import { declareBindings, f16Enable } from './common.js';
 
 /** Outputs per invocation (R rows × C columns) and invocations per workgroup (WX along N, WY along M). */
-const PROBE = typeof process !== 'undefined' && process.env?.DDPO_CONV_RB ? process.env.DDPO_CONV_RB.split(',').map(Number) : null;
-export const CONV_RB = PROBE ? { R: PROBE[0], C: PROBE[1], WX: PROBE[2], WY: PROBE[3] } : { R: 8, C: 8, WX: 4, WY: 2 } as const;
+export const CONV_RB = { R: 16, C: 8, WX: 4, WY: 2 } as const;
 export const CONV_RB_TILE = { BM: CONV_RB.R * CONV_RB.WY, BN: CONV_RB.C * CONV_RB.WX };
 
 export interface ConvRbStatic {

@@ -8,8 +8,14 @@
 // WGSL has no u64: the 32×32→64-bit products are assembled from 16-bit halves.
 
 import { DType } from '../engine/dtype.js';
-import { PHILOX_M0, PHILOX_M1, PHILOX_ROUNDS, PHILOX_W0, PHILOX_W1 } from '../engine/random-ref.js';
 import { MAIN_1D, ParamLayout, declareBindings, f16Enable } from './common.js';
+
+/** Philox-4x32's round multipliers and Weyl key increments (Salmon et al., SC'11). */
+export const PHILOX_M0 = 0xd2511f53;
+export const PHILOX_M1 = 0xcd9e8d57;
+export const PHILOX_W0 = 0x9e3779b9;
+export const PHILOX_W1 = 0xbb67ae85;
+export const PHILOX_ROUNDS = 10;
 
 export type RandomMode = 'bits' | 'uniform' | 'normal';
 

@@ -6,6 +6,14 @@
 // make compressible than a "zebra"); a global mean would mostly teach the model about prompts.
 //
 // Dropped samples (NaN rewards) get advantage 0 (no gradient) and enter no statistics.
+//
+// epochAdvantages turns an epoch's rewards into what the update trains on, for every algorithm:
+// DDPO's advantages from the tracker, or RWR's weights (rl/losses.ts).
+
+import type { ResolvedConfig } from './config.js';
+import { isDDPO } from './config.js';
+import { rwrSparseWeights, rwrWeights } from './losses.js';
+import { Stats, statsOf } from './record.js';
 
 export interface StatTrackerOptions {
   /** 'perPrompt' (the reference code's default) or 'global': standardise over the batch only. */
@@ -126,4 +134,35 @@ export class StatTracker {
     }
     return t;
   }
+}
+
+/** The tracker a config asks for. */
+export function statTrackerFor(c: ResolvedConfig): StatTracker {
+  return new StatTracker({ mode: c.stat_tracking.per_prompt ? 'perPrompt' : 'global', bufferSize: c.stat_tracking.buffer_size, minCount: c.stat_tracking.min_count });
+}
+
+/**
+ * An epoch's training signal from its rewards: DDPO's advantages from the tracker (0 for dropped
+ * samples) or RWR's weights, of the negated rewards for the negative control (train.negate_advantages);
+ * with their statistics after DDPO's clipping to ±train.adv_clip_max.
+ */
+export function epochAdvantages(c: ResolvedConfig, tracker: StatTracker, prompts: readonly string[], rewards: readonly number[]): { advantages: Float64Array; stats: Stats & { clippedFraction: number } } {
+  const n = rewards.length;
+  const ddpo = isDDPO(c.algorithm);
+  const sign = c.train.negate_advantages ? -1 : 1;
+  let adv: Float64Array;
+  if (ddpo) {
+    adv = tracker.update(prompts, rewards);
+    for (let i = 0; i < n; i++) adv[i] = Number.isFinite(adv[i]) ? sign * adv[i] : 0;
+  } else {
+    const r = rewards.map((x) => sign * x);
+    const perPrompt = c.rwr.per_prompt ? [...prompts] : undefined;
+    adv = c.algorithm === 'rwr'
+      ? rwrWeights(r, { temperature: c.rwr.temperature, perPrompt, standardise: c.rwr.standardise })
+      : rwrSparseWeights(r, { quantile: c.rwr.quantile, perPrompt });
+  }
+  const max = c.train.adv_clip_max;
+  const clipped = ddpo ? Array.from(adv, (a) => Math.max(-max, Math.min(max, a))) : Array.from(adv);
+  const clippedFraction = ddpo ? Array.from(adv).filter((a) => Math.abs(a) > max).length / n : 0;
+  return { advantages: adv, stats: { ...statsOf(clipped), clippedFraction } };
 }

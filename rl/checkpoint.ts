@@ -21,7 +21,8 @@ import { Tensor } from '../engine/tensor.js';
 import { fmt } from '../engine/shape.js';
 
 export const CHECKPOINT_FORMAT = 'ddpo-webgpu-checkpoint';
-export const CHECKPOINT_VERSION = 1;
+/** 2: the trainer state's config is the run config (rl/config.ts ResolvedConfig), no longer a flat trainer config. */
+export const CHECKPOINT_VERSION = 2;
 const STATE_FILE = 'trainer.json';
 const WEIGHTS_FILE = 'weights.safetensors';
 const OPTIM_FILE = 'optimizer.safetensors';
@@ -117,7 +118,7 @@ export async function readCheckpoint<S>(folder: string): Promise<CheckpointFile<
     throw new Error(`checkpoint ${path}: not valid JSON (${(e as Error).message})`);
   }
   if (file?.format !== CHECKPOINT_FORMAT) throw new Error(`checkpoint ${path}: not a ${CHECKPOINT_FORMAT} file`);
-  if (file.version !== CHECKPOINT_VERSION) throw new Error(`checkpoint ${path}: version ${file.version}, this build reads version ${CHECKPOINT_VERSION}`);
+  if (file.version !== CHECKPOINT_VERSION) throw new Error(`checkpoint ${path}: version ${file.version}, this build reads version ${CHECKPOINT_VERSION}${file.version < CHECKPOINT_VERSION ? ' (it was written by an earlier build: resume it with that build, or start a new run)' : ' (written by a newer build)'}`);
   for (const f of [file.weights?.file, file.optimizer?.file]) {
     if (typeof f !== 'string' || !existsSync(join(folder, f))) throw new Error(`checkpoint ${folder}: missing ${f ?? 'a weights file'}`);
   }

@@ -1,9 +1,10 @@
-// The DDPO run configuration: one declarative table (SCHEMA) gives every option its type, its
-// default and its documentation, and drives validation of config files, coercion of command-line
-// overrides (`--set train.lr=1e-4`), error messages that list the valid keys, and the markdown
-// table in docs/config.md (configDocs). A hand-written table rather than a schema library: the
-// three jobs need to read the same facts (type, bounds, default, doc) back out of it, which is a
-// plain object walk here.
+// The DDPO run configuration, the only one: one declarative table (SCHEMA) gives every option its
+// type, its default and its documentation, and drives validation of config files, coercion of
+// command-line overrides (`--set train.lr=1e-4`), error messages that list the valid keys, and the
+// markdown table in docs/config.md (configDocs). Every rule that spans several options is in
+// finish(), and the trainer takes the ResolvedConfig this module returns (there is no second,
+// flat trainer config). A hand-written table rather than a schema library: the three jobs need to
+// read the same facts (type, bounds, default, doc) back out of it, which is a plain object walk here.
 //
 // Defaults are the DDPO issue's (mostly the paper's reference code, ddpo-pytorch), with larger
 // batches. Keys are snake_case like the reference code's config, so its users recognise them.
@@ -11,7 +12,6 @@
 import { builtinReward, BUILTIN_REWARDS } from '../rewards/load.js';
 import type { RewardSpec } from '../rewards/types.js';
 import { BUILTIN_PROMPTS, PromptFn, promptsFromFile } from './prompts.js';
-import type { TrainConfig } from './trainer.js';
 
 export type Algorithm = 'ddpo-is' | 'ddpo-sf' | 'rwr' | 'rwr-sparse';
 export const ALGORITHMS: readonly Algorithm[] = ['ddpo-is', 'ddpo-sf', 'rwr', 'rwr-sparse'];
@@ -113,6 +113,26 @@ export interface RunConfig {
  */
 export interface ResolvedConfig extends RunConfig {
   train: TrainSection & { lr: number; gradient_accumulation_steps: number };
+}
+
+/** The two DDPO estimators (per-step log-probabilities); the others are RWR. */
+export function isDDPO(algorithm: Algorithm): boolean {
+  return algorithm === 'ddpo-is' || algorithm === 'ddpo-sf';
+}
+
+/** Samples drawn per epoch. */
+export function samplesPerEpoch(c: RunConfig): number {
+  return c.sample.batch_size * c.sample.batches_per_epoch;
+}
+
+/** Denoising steps each sample trains on (DDPO): ⌊steps · timestep_fraction⌋. */
+export function trainedTimesteps(c: RunConfig): number {
+  return Math.floor(c.sample.steps * c.train.timestep_fraction);
+}
+
+/** Optimizer steps one epoch takes. */
+export function optimizerStepsPerEpoch(c: ResolvedConfig): number {
+  return (c.train.inner_epochs * samplesPerEpoch(c)) / (c.train.batch_size * c.train.gradient_accumulation_steps);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -510,10 +530,13 @@ function finish(c: RunConfig): ResolvedConfig {
     if (c.train.inner_epochs !== 1) problems.push(`algorithm 'ddpo-sf' takes one optimizer step per sampling round (it is only unbiased on-policy), but train.inner_epochs = ${c.train.inner_epochs}; set it to 1, or use 'ddpo-is'`);
     if (Number.isInteger(batches) && accum !== batches) problems.push(`algorithm 'ddpo-sf' takes one optimizer step per sampling round (it is only unbiased on-policy), but train.gradient_accumulation_steps = ${accum} makes ${batches / accum} steps per epoch; set it to ${batches} (samples per epoch / train.batch_size), or leave it unset, or use 'ddpo-is'`);
   }
-  if ((c.algorithm === 'ddpo-is' || c.algorithm === 'ddpo-sf') && c.sample.eta === 0) {
+  if (isDDPO(c.algorithm) && c.sample.eta === 0) {
     problems.push(`sample.eta = 0 makes sampling deterministic, so there is no policy log-probability for ${c.algorithm}; use eta > 0 (default 1.0), or algorithm 'rwr'`);
   }
-  if (c.train.kl_coef > 0 && !(c.algorithm === 'ddpo-is' || c.algorithm === 'ddpo-sf')) {
+  if (isDDPO(c.algorithm) && trainedTimesteps(c) < 1) {
+    problems.push(`train.timestep_fraction = ${c.train.timestep_fraction} × sample.steps = ${c.sample.steps} trains no timestep (⌊${c.train.timestep_fraction * c.sample.steps}⌋ = 0); raise train.timestep_fraction to at least ${1 / c.sample.steps}`);
+  }
+  if (c.train.kl_coef > 0 && !isDDPO(c.algorithm)) {
     problems.push(`train.kl_coef > 0: the KL penalty applies per denoising step, so to the DDPO algorithms only, not ${c.algorithm}; set train.kl_coef = 0`);
   }
   if (c.train.kl_coef > 0 && !c.lora.enabled) {
@@ -549,6 +572,25 @@ export function resolveConfig(fileJson?: unknown, overrides: Overrides = {}): Re
   return finish(merged as unknown as RunConfig);
 }
 
+/**
+ * The options a resumed run may change without computing anything other than the uninterrupted
+ * run would: how long it runs, where it writes, the adapter, how often it saves, how rewards run.
+ */
+export const RESUMABLE_KEYS: readonly string[] = ['epochs', 'out', 'adapter', 'save_every', 'reward_options.workers', 'reward_options.timeout_s', 'reward_options.max_retries'];
+
+/**
+ * A saved run's config (a checkpoint's, or the run folder's config.json) with `overrides` of
+ * RESUMABLE_KEYS applied; overriding any other key is an Error that names it.
+ */
+export function resumeConfig(saved: unknown, overrides: Overrides = {}, what = 'resume'): ResolvedConfig {
+  const pairs = Array.isArray(overrides) ? overrides : Object.entries(overrides);
+  const changed = pairs.filter(([k, v]) => v !== undefined && !RESUMABLE_KEYS.includes(k)).map(([k]) => k);
+  if (changed.length) {
+    throw new Error(`${what}: ${changed.join(', ')} cannot change when resuming (the run would no longer match an uninterrupted one); only ${RESUMABLE_KEYS.join(', ')} can. Start a new run with --out instead`);
+  }
+  return resolveConfig(saved, pairs);
+}
+
 // ---------------------------------------------------------------------------------------------
 // What the config names, as the objects the trainer uses.
 
@@ -567,51 +609,6 @@ export function promptFn(p: PromptsConfig): PromptFn {
     return fn;
   }
   return promptsFromFile(p.file, { from: p.from, to: p.to });
-}
-
-/** The trainer's settings (rl/trainer.ts TrainConfig) from a resolved run config. */
-export function toTrainConfig(c: ResolvedConfig): TrainConfig {
-  return {
-    algorithm: c.algorithm,
-    seed: c.seed,
-    num_epochs: c.epochs,
-    steps: c.sample.steps,
-    eta: c.sample.eta,
-    guidance: c.sample.guidance,
-    negative_prompt: c.sample.negative_prompt,
-    sample_batch_size: c.sample.batch_size,
-    num_batches_per_epoch: c.sample.batches_per_epoch,
-    decode_batch: c.sample.decode_batch,
-    train_batch_size: c.train.batch_size,
-    gradient_accumulation_steps: c.train.gradient_accumulation_steps,
-    num_inner_epochs: c.train.inner_epochs,
-    timestep_fraction: c.train.timestep_fraction,
-    clip_range: c.train.clip_range,
-    adv_clip_max: c.train.adv_clip_max,
-    per_prompt_stat_tracking: c.stat_tracking.per_prompt,
-    buffer_size: c.stat_tracking.buffer_size,
-    min_count: c.stat_tracking.min_count,
-    lora: c.lora.enabled,
-    lora_rank: c.lora.rank,
-    learning_rate: c.train.lr,
-    adam_beta1: c.train.adam_beta1,
-    adam_beta2: c.train.adam_beta2,
-    adam_weight_decay: c.train.weight_decay,
-    adam_epsilon: c.train.eps,
-    max_grad_norm: c.train.max_grad_norm,
-    kl_coef: c.train.kl_coef,
-    rwr_temperature: c.rwr.temperature,
-    rwr_per_prompt: c.rwr.per_prompt,
-    rwr_standardise: c.rwr.standardise,
-    rwr_quantile: c.rwr.quantile,
-    reward_retries: c.reward_options.max_retries,
-    max_dropped_fraction: c.reward_options.max_dropped_fraction,
-    negate_advantages: c.train.negate_advantages,
-    save_every: c.save_every,
-    eval_every: c.eval.every,
-    eval_num: c.eval.n,
-    eval_seed: c.eval.seed,
-  };
 }
 
 /** A short human description of the reward, for reports. */

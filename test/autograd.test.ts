@@ -4,6 +4,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as E from '../engine/index.js';
+import { record } from '../engine/autograd.js';
 import { assertClose, assertThrows, testDevice } from './helpers.js';
 
 const dev = await testDevice();
@@ -45,6 +46,37 @@ s('backward needs a scalar or an explicit gradient of the same shape', async () 
   const x = E.tensor([1, 2]).requireGrad();
   await assertThrows(() => E.backward(E.mul(x, 2)), /not a scalar/);
   await assertThrows(() => E.backward(E.mul(x, 2), { grad: E.zeros([3]) }), /\[3\]/, /\[2\]/);
+});
+
+s('backward() sums a gradient given in a broadcast shape down to its input, once; other shapes are an Error', async () => {
+  // A rule that hands back its incoming gradient in the output's shape for every input, as the
+  // elementwise, matmul and expand rules now do: the walk reduces it.
+  const a = E.tensor([1, 2, 3], [1, 3]).requireGrad();
+  const b = E.tensor([10, 20], [2, 1]).requireGrad();
+  const out = E.add(a, b); // [2, 3]
+  E.backward(E.sum(E.mul(out, E.tensor([1, 2, 3, 4, 5, 6], [2, 3]))));
+  assert.equal(a.grad!.shape, [1, 3]);
+  assertClose(await a.grad!.data(), [5, 7, 9]);
+  assertClose(await b.grad!.data(), [6, 15]);
+  const x = E.tensor([1, 2]).requireGrad();
+  const live = dev.memory().liveBytes;
+  E.tidy(() => {
+    const y = record('test_op', [x], E.noGrad(() => E.mul(x, 1)), [], (g) => [E.expand(g, [3, 2])]);
+    E.backward(E.sum(y));
+  });
+  assertClose(await x.grad!.data(), [3, 3], 0, 0, 'a [3, 2] gradient is summed to [2]');
+  x.grad!.dispose(); x.grad = null;
+  assert.is(dev.memory().liveBytes, live, 'the broadcast gradient the rule made is freed');
+  const z = record('bad_op', [x], E.noGrad(() => E.mul(x, 1)), [], () => [E.zeros([3])]);
+  await assertThrows(() => E.backward(E.sum(z)), /backward of bad_op/, /\[3\]/, /not .*broadcast/);
+});
+
+s('op tables are typed: an unknown op name is a compile error, and at run time a clear Error', async () => {
+  const x = E.tensor([1, 2]);
+  // @ts-expect-error 'addd' is not a BinaryOp (this line stops compiling if the table loses its key type)
+  await assertThrows(() => E.binary('addd', x, x), /binary: unknown op addd/, /add, sub/);
+  // @ts-expect-error 'expp' is not a UnaryOp
+  await assertThrows(() => E.unary('expp', x), /unary: unknown op expp/);
 });
 
 s('the graph is released after backward unless retained', async () => {

@@ -5,14 +5,14 @@ import * as assert from 'uvu/assert';
 import { readFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import {
-  configDocs, configKeys, coerceOverride, defaultConfig, describeReward, parseSetArgs, promptFn, resolveConfig, rewardSpec, toTrainConfig,
+  RESUMABLE_KEYS, configDocs, configKeys, coerceOverride, defaultConfig, describeReward, optimizerStepsPerEpoch, parseSetArgs, promptFn, resolveConfig,
+  resumeConfig, rewardSpec, samplesPerEpoch, trainedTimesteps,
 } from '../rl/config.js';
 import { PromptRng } from '../rl/prompts.js';
-import { TRAIN_DEFAULTS, resolveTrainConfig as resolveTrainerConfig } from '../rl/trainer.js';
 import { repoRoot } from './helpers.js';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { resolveTrainConfig } from '../cli/train.js';
+import { resolveRunConfig } from '../cli/train.js';
 
 const s = suite('config');
 
@@ -51,16 +51,17 @@ s('defaults are the issue\'s', () => {
   assert.ok(configKeys().includes('train.lr'));
 });
 
-s('toTrainConfig maps every option; its defaults agree with the trainer\'s', () => {
-  const t = toTrainConfig(resolveConfig());
-  const expected: Record<string, unknown> = { ...TRAIN_DEFAULTS, seed: 42, learning_rate: 3e-4 };
-  assert.equal(Object.keys(t).sort(), Object.keys(expected).sort());
-  for (const k of Object.keys(expected)) assert.equal((t as unknown as Record<string, unknown>)[k], expected[k], k);
-  const u = toTrainConfig(resolveConfig({ algorithm: 'rwr', lora: { enabled: false, rank: 8 }, train: { weight_decay: 0, negate_advantages: true }, reward_options: { max_retries: 0 } }));
-  assert.is(u.algorithm, 'rwr'); assert.is(u.lora, false); assert.is(u.lora_rank, 8); assert.is(u.learning_rate, 1e-5);
-  assert.is(u.adam_weight_decay, 0); assert.is(u.negate_advantages, true); assert.is(u.reward_retries, 0);
-  // what resolveConfig accepts, the trainer accepts too
-  for (const alg of ['ddpo-is', 'ddpo-sf', 'rwr', 'rwr-sparse'] as const) resolveTrainerConfig(toTrainConfig(resolveConfig({ algorithm: alg })));
+s('one config: the derived counts the trainer uses; resume changes only RESUMABLE_KEYS', () => {
+  const c = resolveConfig({ sample: { steps: 10, batch_size: 4, batches_per_epoch: 3 }, train: { batch_size: 6, timestep_fraction: 0.55, inner_epochs: 2, gradient_accumulation_steps: 1 } });
+  assert.is(samplesPerEpoch(c), 12);
+  assert.is(trainedTimesteps(c), 5);
+  assert.is(optimizerStepsPerEpoch(c), 4);
+  // resolving a resolved config changes nothing (the trainer re-checks what it is given)
+  assert.equal(resolveConfig(JSON.parse(JSON.stringify(c))), c);
+  const r = resumeConfig(c, [['epochs', 7], ['reward_options.max_retries', 0]]);
+  assert.is(r.epochs, 7); assert.is(r.reward_options.max_retries, 0); assert.equal(r.train, c.train);
+  assert.ok(RESUMABLE_KEYS.includes('save_every'));
+  throwsWith(() => resumeConfig(c, { 'train.lr': 1, seed: 2 }, 'resume x'), /resume x: train.lr, seed cannot change when resuming/, /only epochs, out/);
 });
 
 s('ddpo-sf defaults to one optimizer step per sampling round and rejects more', () => {
@@ -154,17 +155,17 @@ s('ddpo train flags: file < --set < direct flags; --resume keeps the run\'s conf
   try {
     const file = join(dir, 'run.json');
     writeFileSync(file, JSON.stringify({ epochs: 5, train: { lr: 1e-3 }, sample: { steps: 10 } }));
-    const c = resolveTrainConfig({ config: file, set: ['train.lr=2e-4', 'epochs=6'], epochs: 7, model: 'tiny', out: join(dir, 'run') });
+    const c = resolveRunConfig({ config: file, set: ['train.lr=2e-4', 'epochs=6'], epochs: 7, model: 'tiny', out: join(dir, 'run') });
     assert.is(c.train.lr, 2e-4); assert.is(c.epochs, 7); assert.is(c.sample.steps, 10); assert.is(c.out, join(dir, 'run'));
-    throwsWith(() => resolveTrainConfig({ config: join(dir, 'missing.json') }), /cannot read config file/, /--config/);
+    throwsWith(() => resolveRunConfig({ config: join(dir, 'missing.json') }), /cannot read config file/, /--config/);
     writeFileSync(join(dir, 'bad.json'), '{"epochs": 3,}');
-    throwsWith(() => resolveTrainConfig({ config: join(dir, 'bad.json') }), /bad.json is not valid JSON/);
+    throwsWith(() => resolveRunConfig({ config: join(dir, 'bad.json') }), /bad.json is not valid JSON/);
     // resume: the saved config.json is the base; out defaults to the run folder; only safe keys change
     writeFileSync(join(dir, 'config.json'), JSON.stringify(c));
-    const r = resolveTrainConfig({ resume: dir, epochs: 9 });
+    const r = resolveRunConfig({ resume: dir, epochs: 9 });
     assert.is(r.epochs, 9); assert.is(r.out, dir); assert.is(r.train.lr, 2e-4);
-    throwsWith(() => resolveTrainConfig({ resume: dir, set: ['train.lr=1'] }), /train.lr cannot change when resuming/);
-    throwsWith(() => resolveTrainConfig({ resume: join(dir, 'nope') }), /no config.json there/);
+    throwsWith(() => resolveRunConfig({ resume: dir, set: ['train.lr=1'] }), /train.lr cannot change when resuming/);
+    throwsWith(() => resolveRunConfig({ resume: join(dir, 'nope') }), /no config.json there/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

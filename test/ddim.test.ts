@@ -117,6 +117,30 @@ s('η = 0 with a model that knows the noise: x₀ with set_alpha_to_one, √ᾱ�
   }
 });
 
+s('addNoise and velocity (the training forward process) match float64, one timestep per sample; ddimStep leaves no temporaries', async () => {
+  const dev = await testDevice();
+  for (const pt of ['epsilon', 'v_prediction'] as const) {
+    const sch = new DDIMSchedule({ ...SD, prediction_type: pt });
+    const ts = [999, 0, 500];
+    const x0v = randArray(3 * 8, 1), nv = randArray(3 * 8, 2);
+    const x0 = E.tensor(x0v, [3, 2, 4]), noise = E.tensor(nv, [3, 2, 4]);
+    const live = dev.memory().liveBytes;
+    const xt = sch.addNoise(x0, noise, ts), v = sch.velocity(x0, noise, ts), target = sch.trainingTarget(x0, noise, ts);
+    const a = (i: number) => sch.alphasCumprod[ts[Math.floor(i / 8)]];
+    assertClose(await xt.data(), Array.from(x0v, (x, i) => Math.sqrt(a(i)) * x + Math.sqrt(1 - a(i)) * nv[i]), 1e-6, 1e-6, 'x_t');
+    assertClose(await v.data(), Array.from(x0v, (x, i) => Math.sqrt(a(i)) * nv[i] - Math.sqrt(1 - a(i)) * x), 1e-6, 1e-6, 'v');
+    assert.is(target === noise, pt === 'epsilon', `${pt}: the target is ${pt === 'epsilon' ? 'the noise' : 'v'}`);
+    if (target !== noise) target.dispose();
+    xt.dispose(); v.dispose();
+    assert.is(dev.memory().liveBytes, live, 'no coefficient tensors left behind');
+    const r = ddimStep(sch, noise, 500, x0, { numSteps: 10, eta: 1, noise });
+    r.prevSample.dispose(); r.mean.dispose(); r.logProb!.dispose();
+    assert.is(dev.memory().liveBytes, live, 'ddimStep frees every intermediate');
+    await assertThrows(() => sch.addNoise(x0, noise, [1, 2]), /2 timesteps for a batch of 3/);
+    x0.dispose(); noise.dispose();
+  }
+});
+
 s('re-evaluating a sampled step gives bit-identical log-probabilities, at any batch size', async () => {
   const sch = new DDIMSchedule(SD);
   const shape = [4, 4, 3, 3];

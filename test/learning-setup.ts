@@ -12,7 +12,8 @@ import { brightness } from '../rewards/brightness.js';
 import type { Reward } from '../rewards/types.js';
 import { promptsFromLines } from '../rl/prompts.js';
 import { createTinyPipeline } from '../rl/tiny-model.js';
-import { TrainConfig, Trainer } from '../rl/trainer.js';
+import { Overrides, resolveConfig } from '../rl/config.js';
+import { Trainer } from '../rl/trainer.js';
 
 /**
  * Full fine-tuning at lr 1e-3, 4 steps (with 2 steps SD's schedule leaves almost no action noise
@@ -28,17 +29,17 @@ import { TrainConfig, Trainer } from '../rl/trainer.js';
  * (LoRA at lr 3e-4; full fine-tuning at lr 3e-4 with two steps of 8 samples gained +0.0006). The
  * loss itself is checked against hand-computed values in test/rl-math.test.ts.
  */
-export const LEARNING_BASE: Partial<TrainConfig> = {
-  seed: 11, num_epochs: 2, steps: 4, guidance: 1, sample_batch_size: 8, num_batches_per_epoch: 2,
-  train_batch_size: 8, gradient_accumulation_steps: 2, min_count: 8, lora: false, learning_rate: 1e-3,
-  eval_every: 0, save_every: 0,
+export const LEARNING_BASE = {
+  seed: 11, epochs: 2, sample: { steps: 4, guidance: 1, batch_size: 8, batches_per_epoch: 2 },
+  train: { batch_size: 8, gradient_accumulation_steps: 2, lr: 1e-3 }, stat_tracking: { min_count: 8 }, lora: { enabled: false },
+  eval: { every: 0 }, save_every: 0,
 };
 export const LEARNING_PROMPTS = ['cat', 'dog'];
 
 /** Mean reward of `n` samples from fixed noise (seed 4321), the prompts alternating, sampled as training samples. */
 export async function evalReward(sd: StableDiffusion, reward: Reward, n = 16): Promise<number> {
   const prompts = Array.from({ length: n }, (_, i) => LEARNING_PROMPTS[i % LEARNING_PROMPTS.length]);
-  const r = noGrad(() => sample(sd, { prompts, steps: LEARNING_BASE.steps, guidance: LEARNING_BASE.guidance, seed: 4321 }));
+  const r = noGrad(() => sample(sd, { prompts, steps: LEARNING_BASE.sample.steps, guidance: LEARNING_BASE.sample.guidance, seed: 4321 }));
   try {
     const [b, c, h, w] = r.images!.shape;
     const values = await reward({ data: (await r.images!.data()) as Float32Array, n: b, c, h, w }, prompts, prompts.map(() => ({})));
@@ -62,13 +63,13 @@ export interface LearnOptions {
 /** The untrained model's eval reward, by reward and model seed (every run starts from it). */
 const initial = new Map<Reward, Map<number, number>>();
 
-/** Trains a fresh tiny model with LEARNING_BASE + `config`; the eval reward before and after. */
-export async function learn(config: Partial<TrainConfig>, o: LearnOptions): Promise<{ before: number; after: number }> {
+/** Trains a fresh tiny model with LEARNING_BASE + `config` (dotted keys); the eval reward before and after. */
+export async function learn(config: Overrides, o: LearnOptions): Promise<{ before: number; after: number }> {
   const reward = o.reward ?? brightness;
   // The byte-level tokenizer always: with CLIP's (when ../shared is present) the text encoder is
   // another model, and the measured margins would depend on whether ../shared is there.
   const sd = createTinyPipeline({ device: o.device, seed: o.modelSeed ?? 0, folder: mkdtempSync(join(o.scratch, 'tiny-')), byteTokenizer: true });
-  const t = await Trainer.create({ ...LEARNING_BASE, ...config }, { sd, reward, prompts: promptsFromLines(LEARNING_PROMPTS) });
+  const t = await Trainer.create(resolveConfig(LEARNING_BASE, config), { sd, reward, prompts: promptsFromLines(LEARNING_PROMPTS) });
   try {
     const bySeed = initial.get(reward) ?? new Map<number, number>();
     initial.set(reward, bySeed);

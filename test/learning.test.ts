@@ -49,7 +49,7 @@ s(`ddpo-is: two epochs raise the fixed-seed eval brightness by > ${MARGIN}`, asy
 });
 
 s(`negative control: DDPO-IS on negated advantages lowers it by > ${MARGIN}`, async () => {
-  const g = await run('is-neg', { algorithm: 'ddpo-is', negate_advantages: true });
+  const g = await run('is-neg', { algorithm: 'ddpo-is', 'train.negate_advantages': true });
   assert.ok(g < -MARGIN, `gain ${g}`);
 });
 
@@ -63,9 +63,9 @@ s(`ddpo-sf: raises it by > ${MARGIN}, as DDPO-IS does (one step per round: ratio
 // moves brightness: down, for these seeds, whatever the weights (uniform weights: −0.0047 at lr
 // 1e-3). What the reward weights add shows against the same fit with negated rewards.
 s(`rwr: ends above its negated control by > ${MARGIN}`, async () => {
-  const cfg = { algorithm: 'rwr', learning_rate: 3e-3, gradient_accumulation_steps: 1 } as const; // 2 steps per epoch: no ratios to clip
+  const cfg = { algorithm: 'rwr', 'train.lr': 3e-3, 'train.gradient_accumulation_steps': 1 }; // 2 steps per epoch: no ratios to clip
   const g = await run('rwr', cfg);
-  const neg = await run('rwr-neg', { ...cfg, negate_advantages: true });
+  const neg = await run('rwr-neg', { ...cfg, 'train.negate_advantages': true });
   assert.ok(g - neg > MARGIN, `rwr ${g} vs negated ${neg}`);
 });
 
@@ -74,9 +74,9 @@ s(`rwr: ends above its negated control by > ${MARGIN}`, async () => {
 // tokenizer: −0.0085 vs −0.0144). Two epochs were not enough: −0.00239 vs −0.00244 here, though
 // −0.0050 vs −0.0066 with CLIP's tokenizer.
 s(`rwr-sparse: three epochs end above its negated control by > ${MARGIN / 2}`, async () => {
-  const cfg = { algorithm: 'rwr-sparse', learning_rate: 3e-3, gradient_accumulation_steps: 1, num_epochs: 3 } as const;
+  const cfg = { algorithm: 'rwr-sparse', 'train.lr': 3e-3, 'train.gradient_accumulation_steps': 1, epochs: 3 };
   const g = await run('sparse', cfg);
-  const neg = await run('sparse-neg', { ...cfg, negate_advantages: true });
+  const neg = await run('sparse-neg', { ...cfg, 'train.negate_advantages': true });
   assert.ok(g - neg > MARGIN / 2, `rwr-sparse ${g} vs negated ${neg}`);
 });
 

@@ -31,8 +31,9 @@ s('sampling records a trajectory; re-evaluation at another batch size is bit-ide
   assert.ok(img.every((v) => v >= 0 && v <= 1), 'images in [0, 1]');
   const recorded = await tr.logProbs!.data();
   for (let k = 0; k < 3; k++) {
-    const all = await E.noGrad(() => stepLogProb(sd!, tr, k)).data();
-    const one = await E.noGrad(() => stepLogProb(sd!, tr, k, [1, 2])).data();
+    const [lpAll, lpOne] = E.noGrad(() => E.tidy(() => [stepLogProb(sd!, tr, k).logProb, stepLogProb(sd!, tr, k, [1, 2]).logProb]));
+    const all = await lpAll.data(), one = await lpOne.data();
+    lpAll.dispose(); lpOne.dispose();
     for (let b = 0; b < 3; b++) assert.is(all[b], recorded[b * 3 + k], `step ${k} sample ${b}: ratio exactly 1`);
     assert.is(one[0], recorded[1 * 3 + k], `step ${k}: sample 1 alone equals its value in the batch`);
   }

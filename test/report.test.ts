@@ -6,7 +6,8 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, w
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PNG } from 'pngjs';
-import { EpochInput, RunReport, readMetrics, rewardStats } from '../rl/report.js';
+import { EpochInput, RunReport, readMetrics } from '../cli/report.js';
+import { rewardStats } from '../rl/record.js';
 import { resolveConfig } from '../rl/config.js';
 
 const s = suite('report');

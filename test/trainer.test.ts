@@ -15,7 +15,8 @@ import { builtinReward } from '../rewards/index.js';
 import { ImageBatch } from '../rewards/types.js';
 import { promptsFromLines } from '../rl/prompts.js';
 import { createTinyPipeline, referenceTokenizerDir } from '../rl/tiny-model.js';
-import { EpochRecord, RunResult, TrainConfig, Trainer, TrainerOptions, optimizerStepsPerEpoch, resolveTrainConfig, resume } from '../rl/trainer.js';
+import { Overrides, optimizerStepsPerEpoch, resolveConfig } from '../rl/config.js';
+import { EpochRecord, RunResult, Trainer, TrainerOptions, resume } from '../rl/trainer.js';
 import { assertThrows, testDevice } from './helpers.js';
 
 const dev = await testDevice();
@@ -23,10 +24,12 @@ const s = suite('trainer');
 const scratch = mkdtempSync(join(tmpdir(), 'ddpo-trainer-test-'));
 
 /** Small and fast: 16×16 images, 2 denoising steps, no guidance, 8 samples per epoch. */
-const SMALL: Partial<TrainConfig> = {
-  seed: 3, steps: 2, guidance: 1, sample_batch_size: 4, num_batches_per_epoch: 2, train_batch_size: 4,
-  gradient_accumulation_steps: 2, eval_every: 0, min_count: 4, lora: false, learning_rate: 0.01,
+const SMALL = {
+  seed: 3, sample: { steps: 2, guidance: 1, batch_size: 4, batches_per_epoch: 2 }, train: { batch_size: 4, gradient_accumulation_steps: 2, lr: 0.01 },
+  eval: { every: 0 }, stat_tracking: { min_count: 4 }, lora: { enabled: false },
 };
+/** SMALL with dotted-key overrides ({ 'train.lr': 1e-3 }). */
+const small = (over: Overrides = {}) => resolveConfig(SMALL, over);
 const PROMPTS = promptsFromLines(['cat', 'dog']);
 const JPEG = builtinReward('jpeg_compressibility');
 
@@ -38,7 +41,7 @@ interface Run {
 
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 
-async function train(config: Partial<TrainConfig>, extra: Partial<TrainerOptions> = {}, hook?: (t: Trainer, r: EpochRecord) => void, from?: string): Promise<Run> {
+async function train(config: Overrides, extra: Partial<TrainerOptions> = {}, hook?: (t: Trainer, r: EpochRecord) => void, from?: string): Promise<Run> {
   const sd = createTinyPipeline({ device: dev, seed: 0, folder: mkdtempSync(join(scratch, 'tiny-')) });
   const records: EpochRecord[] = [];
   let trainer: Trainer | null = null;
@@ -47,7 +50,7 @@ async function train(config: Partial<TrainConfig>, extra: Partial<TrainerOptions
     onEpoch: (r) => { records.push(r); hook?.(trainer!, r); },
   };
   try {
-    trainer = from ? await resume(from, opts, config) : await Trainer.create({ ...SMALL, ...config }, opts);
+    trainer = from ? await resume(from, opts, config) : await Trainer.create(small(config), opts);
     const result = await trainer.run();
     const weights = new Map<string, Float32Array>();
     for (const [n, t] of trainer.trainedTensors()) weights.set(n, new Float32Array(await t.data()));
@@ -58,27 +61,22 @@ async function train(config: Partial<TrainConfig>, extra: Partial<TrainerOptions
   }
 }
 
-s('config: defaults as the issue lists them; DDPO-SF refuses more than one optimizer step per sampling round', () => {
-  const d = resolveTrainConfig({});
-  assert.equal([d.steps, d.eta, d.guidance, d.sample_batch_size, d.num_batches_per_epoch, d.train_batch_size, d.gradient_accumulation_steps], [50, 1, 5, 8, 4, 4, 2]);
-  assert.equal([d.num_inner_epochs, d.timestep_fraction, d.clip_range, d.adv_clip_max, d.buffer_size, d.min_count, d.lora_rank], [1, 1, 1e-4, 5, 32, 16, 4]);
-  assert.equal([d.adam_beta1, d.adam_beta2, d.adam_weight_decay, d.adam_epsilon, d.max_grad_norm], [0.9, 0.999, 1e-4, 1e-8, 1]);
-  assert.is(optimizerStepsPerEpoch(d), 4);
-  // The issue's defaults take 4 steps per round: SF must reject them, naming the fix.
-  assert.throws(() => resolveTrainConfig({ algorithm: 'ddpo-sf' }), /ddpo-sf takes exactly one optimizer step.*= 4 steps/s);
-  assert.throws(() => resolveTrainConfig({ algorithm: 'ddpo-sf', gradient_accumulation_steps: 8, num_inner_epochs: 2 }), /= 2 steps/);
-  assert.is(optimizerStepsPerEpoch(resolveTrainConfig({ algorithm: 'ddpo-sf', gradient_accumulation_steps: 8 })), 1);
-  assert.throws(() => resolveTrainConfig({ train_batch_size: 5 }), /train_batch_size 5 must divide the 32 samples/);
-  assert.throws(() => resolveTrainConfig({ gradient_accumulation_steps: 3 }), /gradient_accumulation_steps 3 must divide/);
-  assert.throws(() => resolveTrainConfig({ algorithm: 'rwr', kl_coef: 0.1 }), /KL penalty applies to the DDPO algorithms/);
-  assert.throws(() => resolveTrainConfig({ algorithm: 'bogus' as never, steps: 0 }), /algorithm = "bogus"[\s\S]*steps = 0/);
+s('config: optimizer steps per epoch; DDPO-SF refuses more than one per sampling round; DDPO must train some timestep', () => {
+  assert.is(optimizerStepsPerEpoch(resolveConfig()), 4); // the issue's defaults: 32 samples, batches of 4, 2 per step
+  assert.is(optimizerStepsPerEpoch(resolveConfig({ algorithm: 'ddpo-sf' })), 1);
+  assert.throws(() => resolveConfig({ algorithm: 'ddpo-sf', train: { gradient_accumulation_steps: 4 } }), /ddpo-sf.*2 steps per epoch/s);
+  assert.throws(() => resolveConfig({ algorithm: 'ddpo-sf', train: { inner_epochs: 2 } }), /inner_epochs = 2/);
+  assert.throws(() => resolveConfig({ sample: { steps: 4 }, train: { timestep_fraction: 0.2 } }), /trains no timestep/);
+  assert.is(resolveConfig({ algorithm: 'rwr', sample: { steps: 4 }, train: { timestep_fraction: 0.2 } }).algorithm, 'rwr');
 });
 
 s('DDPO-SF: a run whose config takes two steps per round is refused before anything starts', async () => {
   const sd = createTinyPipeline({ device: dev, seed: 0, folder: mkdtempSync(join(scratch, 'tiny-')) });
   try {
-    await Trainer.create({ ...SMALL, algorithm: 'ddpo-sf', gradient_accumulation_steps: 1 }, { sd, reward: JPEG, prompts: PROMPTS })
-      .then(() => assert.unreachable('should throw'), (e: Error) => assert.match(e.message, /exactly one optimizer step/));
+    // A config that did not go through resolveConfig is checked again by Trainer.create.
+    const cfg = { ...small({ algorithm: 'ddpo-sf' }), train: { ...small().train, gradient_accumulation_steps: 1 } };
+    await Trainer.create(cfg, { sd, reward: JPEG, prompts: PROMPTS })
+      .then(() => assert.unreachable('should throw'), (e: Error) => assert.match(e.message, /one optimizer step per sampling round/));
   } finally {
     disposeStableDiffusion(sd);
   }
@@ -123,7 +121,7 @@ s('an f16 UNet trains f32 LoRA adapters (frozen f16 base); full fine-tuning of i
   try {
     assert.is(sd.unet.dtype, 'f16');
     const records: EpochRecord[] = [];
-    t = await Trainer.create({ ...SMALL, num_epochs: 1, lora: true, learning_rate: 1e-2 }, { sd, reward: JPEG, prompts: PROMPTS, onEpoch: (r) => { records.push(r); } });
+    t = await Trainer.create(small({ epochs: 1, 'lora.enabled': true, 'train.lr': 1e-2 }), { sd, reward: JPEG, prompts: PROMPTS, onEpoch: (r) => { records.push(r); } });
     await t.run();
     const trained = [...t.trainedTensors()];
     assert.ok(trained.length > 0 && trained.every(([, p]) => p.dtype === 'f32'), 'adapters are f32');
@@ -137,7 +135,7 @@ s('an f16 UNet trains f32 LoRA adapters (frozen f16 base); full fine-tuning of i
   }
   const sd2 = createTinyPipeline({ device: dev, seed: 0, folder: mkdtempSync(join(scratch, 'tiny-')), dtype: 'f16' });
   try {
-    await assertThrows(() => Trainer.create({ ...SMALL, lora: false }, { sd: sd2, reward: JPEG, prompts: PROMPTS }), /full fine-tuning needs an f32 UNet/);
+    await assertThrows(() => Trainer.create(small({ 'lora.enabled': false }), { sd: sd2, reward: JPEG, prompts: PROMPTS }), /full fine-tuning needs an f32 UNet/);
   } finally {
     disposeStableDiffusion(sd2);
   }
@@ -145,7 +143,7 @@ s('an f16 UNet trains f32 LoRA adapters (frozen f16 base); full fine-tuning of i
 
 s('DDPO-IS warns once when nearly every ratio leaves the clip range after the first step', async () => {
   const lines: string[] = [];
-  const run = await train({ num_epochs: 2, gradient_accumulation_steps: 1 }, { log: (m) => lines.push(m) }); // 2 steps per epoch, full FT at lr 0.01
+  const run = await train({ epochs: 2, 'train.gradient_accumulation_steps': 1 }, { log: (m) => lines.push(m) }); // 2 steps per epoch, full FT at lr 0.01
   assert.ok(run.records[0].clipfrac > 0.45, `clipfrac ${run.records[0].clipfrac}`);
   const warnings = lines.filter((l) => l.startsWith('warning: clipfrac'));
   assert.is(warnings.length, 1, lines.join('\n'));
@@ -156,9 +154,9 @@ s('DDPO-IS update direction: one step raises the surrogate mean(A·ratio) on the
   // Two inner epochs with one optimizer step each and no clipping: the first pass has ratio = 1
   // exactly, so its loss is −mean(A); the epoch's mean loss then gives the second pass's loss.
   // LoRA at lr 1e-3 keeps the step small (approx_kl ~1e-5), where the first-order gain dominates.
-  const cfg: Partial<TrainConfig> = { num_epochs: 1, num_inner_epochs: 2, clip_range: 1e9, lora: true, learning_rate: 1e-3 };
+  const cfg = { epochs: 1, 'train.inner_epochs': 2, 'train.clip_range': 1e9, 'lora.enabled': true, 'train.lr': 1e-3 };
   const surrogate = async (negate: boolean) => {
-    const r = (await train({ ...cfg, negate_advantages: negate })).records[0];
+    const r = (await train({ ...cfg, 'train.negate_advantages': negate })).records[0];
     const before = r.advantages.mean; // mean(A_trained · 1)
     const after = -(2 * r.loss + r.advantages.mean); // mean(A_trained · ratio) after the first step
     return negate ? { before: -before, after: -after } : { before, after };
@@ -170,7 +168,7 @@ s('DDPO-IS update direction: one step raises the surrogate mean(A·ratio) on the
 });
 
 s('resume (LoRA, KL penalty): stopped while sampling epoch 2 and resumed, the run is bit-identical to an uninterrupted one; memory is flat', async () => {
-  const cfg: Partial<TrainConfig> = { algorithm: 'ddpo-is', num_epochs: 2, lora: true, learning_rate: 0.01, kl_coef: 0.1 };
+  const cfg = { algorithm: 'ddpo-is', epochs: 2, 'lora.enabled': true, 'train.lr': 0.01, 'train.kl_coef': 0.1 };
   const dirA = join(scratch, 'ckpt-a'), dirB = join(scratch, 'ckpt-b');
   const a = await train(cfg, { checkpointDir: dirA });
   // Stopped while sampling epoch 2: the checkpoint must be the state after epoch 1 (the partly
@@ -226,7 +224,7 @@ s('rewards that fail: retried, then dropped and counted; too many drops stop the
     });
   };
   const four = promptsFromLines(['cat', 'dog', 'cow', 'owl']);
-  const ok = await train({ num_epochs: 1, reward_retries: 1 }, { reward: flaky, prompts: four });
+  const ok = await train({ epochs: 1, 'reward_options.max_retries': 1 }, { reward: flaky, prompts: four });
   const r = ok.records[0];
   const dogs = r.prompts.filter((p) => p === 'dog').length;
   assert.ok(dogs > 0 && dogs < 4, `some dogs among ${r.prompts.join(', ')}`);
@@ -237,7 +235,7 @@ s('rewards that fail: retried, then dropped and counted; too many drops stop the
 
   seen.clear();
   const dir = join(scratch, 'ckpt-fail');
-  const bad = await train({ num_epochs: 3, reward_retries: 0 }, { reward: flaky, prompts: four, checkpointDir: dir });
+  const bad = await train({ epochs: 3, 'reward_options.max_retries': 0 }, { reward: flaky, prompts: four, checkpointDir: dir });
   assert.is(bad.result.status, 'reward-failure');
   assert.match(bad.result.message!, /8 of 8 samples dropped/);
   assert.is(bad.records.length, 0, 'the failed epoch did not train');

@@ -1,6 +1,10 @@
 // Elementwise unary, binary and ternary ops with NumPy broadcasting, each with its backward rule.
 // Backward rules recompute from the saved inputs in one fused kernel (x, g) -> dx instead of
-// saving outputs: it costs one more exp at most and keeps memory at one tensor per op.
+// saving outputs: it costs one more exp at most and keeps memory at one tensor per op. They
+// return gradients in the output's (broadcast) shape; backward() sums them to each input's shape.
+//
+// The op tables are keyed by a union of op names (UnaryOp, BinaryOp), so a misspelt op, or an op
+// without its definition, is a compile error rather than a TypeError at run time.
 
 import { record } from '../autograd.js';
 import { DType, isFloat } from '../dtype.js';
@@ -9,7 +13,6 @@ import { Tensor } from '../tensor.js';
 import { helpersFor } from '../../kernels/math.js';
 import { ComputeType } from '../../kernels/map.js';
 import { MapOperand, runMap } from './run-map.js';
-import { sumTo } from './reduce.js';
 
 function ctypeOf(dtype: DType): ComputeType {
   return isFloat(dtype) ? 'f32' : (dtype as ComputeType);
@@ -52,7 +55,11 @@ interface UnaryDef {
   floatOnly?: boolean;
 }
 
-const UNARY: Record<string, UnaryDef> = {
+export type UnaryOp =
+  | 'neg' | 'exp' | 'log' | 'sqrt' | 'rsqrt' | 'abs' | 'sin' | 'cos' | 'relu' | 'silu' | 'gelu' | 'gelu_tanh' | 'quick_gelu'
+  | 'sigmoid' | 'tanh' | 'square' | 'clamp' | 'pow_scalar' | 'add_scalar' | 'mul_scalar' | 'rsub_scalar' | 'rdiv_scalar' | 'sign' | 'floor';
+
+const UNARY: { readonly [K in UnaryOp]: UnaryDef } = {
   neg: { f: '-a', df: '-b' },
   exp: { f: 'exp(a)', df: 'b * exp(a)', floatOnly: true },
   log: { f: 'log(a)', df: 'b / a', floatOnly: true },
@@ -84,9 +91,9 @@ const UNARY: Record<string, UnaryDef> = {
   floor: { f: 'floor(a)', floatOnly: true },
 };
 
-export function unary(op: keyof typeof UNARY, x: Tensor, s0 = 0, s1 = 0): Tensor {
+export function unary(op: UnaryOp, x: Tensor, s0 = 0, s1 = 0): Tensor {
   const def = UNARY[op];
-  if (!def) throw new Error(`unary: unknown op ${String(op)}`);
+  if (!def) throw new Error(`unary: unknown op ${String(op)} (one of ${Object.keys(UNARY).join(', ')})`);
   if (def.floatOnly) requireFloat(op, x);
   const out = mapNew(op, def.f, [x], x.dtype, [s0, s1]);
   if (!def.df) return out;
@@ -128,7 +135,9 @@ interface BinaryDef {
   compare?: boolean;
 }
 
-const BINARY: Record<string, BinaryDef> = {
+export type BinaryOp = 'add' | 'sub' | 'mul' | 'div' | 'pow' | 'maximum' | 'minimum' | 'eq' | 'ne' | 'lt' | 'le' | 'gt' | 'ge';
+
+const BINARY: { readonly [K in BinaryOp]: BinaryDef } = {
   add: { f: (a, b) => `${a} + ${b}` },
   sub: { f: (a, b) => `${a} - ${b}` },
   mul: { f: (a, b) => `${a} * ${b}` },
@@ -144,21 +153,9 @@ const BINARY: Record<string, BinaryDef> = {
   ge: { f: (a, b) => `select(0, 1, ${a} >= ${b})`, compare: true },
 };
 
-/** The incoming gradient for an input of `shape`: itself, or summed over broadcast axes. */
-function gradFor(g: Tensor, shape: readonly number[]): Tensor {
-  return sameShape(g.shape, shape) ? g : sumTo(g, shape);
-}
-
-/** Sums a broadcast gradient back to an input's shape (and disposes the full one when it can). */
-function reduceGrad(g: Tensor, shape: readonly number[]): Tensor {
-  if (sameShape(g.shape, shape)) return g;
-  const r = sumTo(g, shape);
-  g.dispose();
-  return r;
-}
-
-export function binary(op: keyof typeof BINARY, a: Tensor, b: Tensor): Tensor {
+export function binary(op: BinaryOp, a: Tensor, b: Tensor): Tensor {
   const def = BINARY[op];
+  if (!def) throw new Error(`binary: unknown op ${String(op)} (one of ${Object.keys(BINARY).join(', ')})`);
   const dtype = commonDtype(op, [a, b]);
   const ct = ctypeOf(dtype);
   const typed = (e: string) => (def.compare ? e.replace(/select\(0, 1,/, `select(${ct}(0), ${ct}(1),`) : e);
@@ -166,23 +163,20 @@ export function binary(op: keyof typeof BINARY, a: Tensor, b: Tensor): Tensor {
   if (def.compare || !isFloat(dtype)) return out;
   switch (op) {
     case 'add':
-      return record(op, [a, b], out, [], (g) => [a.requiresGrad ? gradFor(g, a.shape) : null, b.requiresGrad ? gradFor(g, b.shape) : null]);
+      return record(op, [a, b], out, [], (g) => [a.requiresGrad ? g : null, b.requiresGrad ? g : null]);
     case 'sub':
-      return record(op, [a, b], out, [], (g) => [a.requiresGrad ? gradFor(g, a.shape) : null, b.requiresGrad ? reduceGrad(neg(g), b.shape) : null]);
+      return record(op, [a, b], out, [], (g) => [a.requiresGrad ? g : null, b.requiresGrad ? neg(g) : null]);
     case 'mul':
-      return record(op, [a, b], out, [a, b], (g, [as, bs]) => [
-        a.requiresGrad ? reduceGrad(mul(g, bs), a.shape) : null,
-        b.requiresGrad ? reduceGrad(mul(g, as), b.shape) : null,
-      ]);
+      return record(op, [a, b], out, [a, b], (g, [as, bs]) => [a.requiresGrad ? mul(g, bs) : null, b.requiresGrad ? mul(g, as) : null]);
     case 'div':
       return record(op, [a, b], out, [a, b], (g, [as, bs]) => [
-        a.requiresGrad ? reduceGrad(div(g, bs), a.shape) : null,
-        b.requiresGrad ? reduceGrad(mapNew('div_grad_b', '-c * a / (b * b)', [as, bs, g], g.dtype), b.shape) : null,
+        a.requiresGrad ? div(g, bs) : null,
+        b.requiresGrad ? mapNew('div_grad_b', '-c * a / (b * b)', [as, bs, g], g.dtype) : null,
       ]);
     default:
       return record(op, [a, b], out, [a, b], (g, [as, bs]) => [
-        a.requiresGrad ? reduceGrad(mapNew(`${op}_grad_a`, def.da!, [as, bs, g], g.dtype), a.shape) : null,
-        b.requiresGrad ? reduceGrad(mapNew(`${op}_grad_b`, def.db!, [as, bs, g], g.dtype), b.shape) : null,
+        a.requiresGrad ? mapNew(`${op}_grad_a`, def.da!, [as, bs, g], g.dtype) : null,
+        b.requiresGrad ? mapNew(`${op}_grad_b`, def.db!, [as, bs, g], g.dtype) : null,
       ]);
   }
 }
@@ -232,8 +226,8 @@ export function where(cond: Tensor, a: Tensor, b: Tensor): Tensor {
   if (!isFloat(dtype)) return out;
   return record('where', [cond, a, b], out, [cond], (g, [cs]) => [
     null,
-    a.requiresGrad ? reduceGrad(mapNew('where_grad_a', 'select(0.0, b, a != 0.0)', [cs, g], g.dtype, [0, 0], 'f32'), a.shape) : null,
-    b.requiresGrad ? reduceGrad(mapNew('where_grad_b', 'select(b, 0.0, a != 0.0)', [cs, g], g.dtype, [0, 0], 'f32'), b.shape) : null,
+    a.requiresGrad ? mapNew('where_grad_a', 'select(0.0, b, a != 0.0)', [cs, g], g.dtype, [0, 0], 'f32') : null,
+    b.requiresGrad ? mapNew('where_grad_b', 'select(b, 0.0, a != 0.0)', [cs, g], g.dtype, [0, 0], 'f32') : null,
   ]);
 }
 

@@ -3,6 +3,7 @@
 import { setGradMath } from '../autograd.js';
 import { add, cast } from './elementwise.js';
 import { full } from './movement.js';
+import { sumTo } from './reduce.js';
 
 export * from './elementwise.js';
 export * from './movement.js';
@@ -20,4 +21,5 @@ setGradMath({
   add: (a, b) => add(a, b),
   cast: (a, d) => cast(a, d),
   ones: (shape, dtype, device) => full(shape, 1, dtype, device),
+  sumTo: (x, shape) => sumTo(x, shape),
 });

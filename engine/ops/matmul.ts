@@ -4,13 +4,13 @@
 import { record } from '../autograd.js';
 import { bytesOf } from '../dtype.js';
 import { planChunks } from '../chunk.js';
-import { MAX_RANK, contiguousStrides, fmt, sameShape, sizeOf } from '../shape.js';
+import { MAX_RANK, contiguousStrides, fmt, sizeOf } from '../shape.js';
 import { Tensor } from '../tensor.js';
 import { kernelFamily } from '../kernel-family.js';
 import { matmulLayout, selectMatmulVariant } from '../../kernels/matmul.js';
+import { chooseLoadMode } from '../../kernels/matmul-rb.js';
 import { cast } from './elementwise.js';
 import { full, reshape } from './movement.js';
-import { sumTo } from './reduce.js';
 
 export interface MatmulOptions {
   /** Use the transpose of a's last two dims: a is [..., K, M]. */
@@ -88,7 +88,7 @@ function matmul2(a: Tensor, b: Tensor, transA: boolean, transB: boolean, label: 
 
 /**
  * dA = g·op(B)ᵀ and dB = op(A)ᵀ·g, arranged so that the trans flags become the other product's
- * flags (no transposes are materialised), then summed over the batch dims that were broadcast.
+ * flags (no transposes are materialised); backward() sums them over the batch dims that were broadcast.
  */
 function matmulBackward(g0: Tensor, as: Tensor, bs: Tensor, a: Tensor, b: Tensor, transA: boolean, transB: boolean, d: Dims): (Tensor | null)[] {
   const g = g0.dtype === as.dtype ? g0 : cast(g0, as.dtype);
@@ -96,7 +96,7 @@ function matmulBackward(g0: Tensor, as: Tensor, bs: Tensor, a: Tensor, b: Tensor
   let ga: Tensor | null = null, gb: Tensor | null = null;
   if (a.requiresGrad) {
     const whole = transA ? matmul(bs, g, { transA: transB, transB: true }) : matmul(g, bs, { transB: !transB });
-    ga = reduceTo(whole, a.shape);
+    ga = whole; // backward() sums broadcast batch dims
   }
   if (b.requiresGrad) {
     if (sizeOf(b.shape.slice(0, -2)) === 1 && sizeOf(a.shape.slice(0, -2)) === batchSize && !transA && batchSize > 1) {
@@ -109,18 +109,11 @@ function matmulBackward(g0: Tensor, as: Tensor, bs: Tensor, a: Tensor, b: Tensor
       for (const t of [a2, g2, flat]) t.dispose();
     } else {
       const whole = transB ? matmul(g, as, { transA: true, transB: transA }) : matmul(as, g, { transA: !transA });
-      gb = reduceTo(whole, b.shape);
+      gb = whole; // backward() sums broadcast batch dims
     }
   }
   if (g !== g0) g.dispose();
   return [ga, gb];
-}
-
-function reduceTo(x: Tensor, shape: readonly number[]): Tensor {
-  if (sameShape(x.shape, shape)) return x;
-  const r = sumTo(x, shape);
-  x.dispose();
-  return r;
 }
 
 /** Strides of one operand over the problem dims [...batch, M, N, K]. */
@@ -157,7 +150,9 @@ function pad8(v: readonly number[]): number[] {
 /** Writes op(a)·op(b) into out (contiguous [...batch, M, N]). */
 function runMatmul(a: Tensor, b: Tensor, out: Tensor, transA: boolean, transB: boolean, d: Dims, label: string): void {
   const dev = out.device;
-  const variant = selectMatmulVariant(kernelFamily(dev), dev, a.dtype);
+  const family = kernelFamily(dev);
+  const variant0 = selectMatmulVariant(family, dev, a.dtype);
+  const variant = variant0;
   if (variant.sharedBytes > dev.limits.maxComputeWorkgroupStorageSize || variant.threads > dev.limits.maxComputeInvocationsPerWorkgroup) {
     throw new Error(`${label}: the ${variant.name} kernel needs ${variant.sharedBytes} bytes of workgroup memory and ${variant.threads} threads; this device allows ${dev.limits.maxComputeWorkgroupStorageSize} and ${dev.limits.maxComputeInvocationsPerWorkgroup}`);
   }
@@ -197,6 +192,10 @@ function runMatmul(a: Tensor, b: Tensor, out: Tensor, transA: boolean, transB: b
     const bshape = ch.shape.slice(0, r - 3);
     const [oa, ob, oc] = ch.operands;
     const m = ch.shape[r - 3];
+    const variant = family === 'software' ? selectMatmulVariant(family, dev, a.dtype, {
+      a: chooseLoadMode(a.dtype, oa.strides[r - 1], oa.strides[r - 3], K, m, oa.offset, oa.strides.slice(0, r - 3)),
+      b: chooseLoadMode(a.dtype, ob.strides[r - 1], ob.strides[r - 2], K, N, ob.offset, ob.strides.slice(0, r - 3)),
+    }) : variant0;
     const gx = Math.ceil(N / variant.tileN), gy = Math.ceil(m / variant.tileM), gz = sizeOf(bshape);
     const base = {
       bshape: pad8(bshape), bsA: pad8(oa.strides.slice(0, r - 3)), bsB: pad8(ob.strides.slice(0, r - 3)), bsC: pad8(oc.strides.slice(0, r - 3)),

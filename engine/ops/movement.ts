@@ -6,7 +6,6 @@ import { DType, isFloat } from '../dtype.js';
 import { broadcastShapes, broadcastStrides, contiguousStrides, fmt, normAxis, sizeOf } from '../shape.js';
 import { Tensor, viewOf } from '../tensor.js';
 import { runMap } from './run-map.js';
-import { sumTo } from './reduce.js';
 
 const ctype = (d: DType) => (isFloat(d) ? 'f32' : d) as 'f32' | 'i32' | 'u32';
 
@@ -60,7 +59,7 @@ export function expand(x: Tensor, shape: readonly number[]): Tensor {
   if (to.join() !== shape.join()) throw new Error(`expand: ${x.describe()} cannot be expanded to ${fmt(shape)}`);
   const out = new Tensor(x.device, shape, x.dtype);
   copyStrided('expand', shape, x, broadcastStrides(x.shape, shape), 0, out, contiguousStrides(shape), 0);
-  return record('expand', [x], out, [], (g) => [sumTo(g, x.shape)]);
+  return record('expand', [x], out, [], (g) => [g]); // backward() sums g back to x's shape
 }
 
 /** Reorders axes: out.shape[i] = x.shape[perm[i]]. */

@@ -84,7 +84,7 @@ s('the score-function gradient raises the expected reward (mean of x₀ channel 
     const m = mean(r), sdev = Math.sqrt(mean(r.map((x) => (x - m) ** 2)));
     const adv = r.map((x) => (x - m) / (sdev + 1e-8));
     for (const p of params) { p.grad?.dispose(); p.grad = null; }
-    for (let k = 0; k < STEPS; k++) tidy(() => { backward(scoreFunctionLoss(stepLogProb(sd, trajectory, k), adv)); });
+    for (let k = 0; k < STEPS; k++) tidy(() => { backward(scoreFunctionLoss(stepLogProb(sd, trajectory, k).logProb, adv)); });
     trajectory.dispose();
     const g = await Promise.all(params.map(async (p) => Float64Array.from(await p.grad!.data())));
     for (const p of params) { p.grad?.dispose(); p.grad = null; }

@@ -27,8 +27,8 @@ const scratch = mkdtempSync(join(tmpdir(), 'ddpo-learning-slow-'));
 s('brightness: four epochs of DDPO-IS raise it and its negated control lowers it, for 3 model initialisations', async () => {
   const rows: string[] = [];
   for (const modelSeed of [1, 2, 3]) {
-    const up = await learn({ algorithm: 'ddpo-is', num_epochs: 4 }, { device: dev, scratch, modelSeed });
-    const down = await learn({ algorithm: 'ddpo-is', num_epochs: 4, negate_advantages: true }, { device: dev, scratch, modelSeed });
+    const up = await learn({ algorithm: 'ddpo-is', epochs: 4 }, { device: dev, scratch, modelSeed });
+    const down = await learn({ algorithm: 'ddpo-is', epochs: 4, 'train.negate_advantages': true }, { device: dev, scratch, modelSeed });
     rows.push(`model seed ${modelSeed}: ${(up.after - up.before).toFixed(5)} / negated ${(down.after - down.before).toFixed(5)}`);
     assert.ok(up.after > up.before && down.after < down.before, rows.join('; '));
   }
@@ -37,9 +37,9 @@ s('brightness: four epochs of DDPO-IS raise it and its negated control lowers it
 // Measured: compressibility −1.08644 → −1.08425 kB (+2.2 bytes) trained, → −1.08625 (+0.2) negated
 // (with CLIP's tokenizer: −1.08594 → −1.08375 trained, → −1.08675 negated).
 s('JPEG compressibility from scratch: six epochs of DDPO-IS end above its negated control', async () => {
-  const cfg = { algorithm: 'ddpo-is' as const, num_epochs: 6 };
+  const cfg = { algorithm: 'ddpo-is', epochs: 6 };
   const up = await learn(cfg, { device: dev, scratch, reward: jpegCompressibility });
-  const down = await learn({ ...cfg, negate_advantages: true }, { device: dev, scratch, reward: jpegCompressibility });
+  const down = await learn({ ...cfg, 'train.negate_advantages': true }, { device: dev, scratch, reward: jpegCompressibility });
   assert.ok(up.after - down.after > 0, `trained ${up.after} vs negated ${down.after} (from ${up.before})`);
 });
 

@@ -7,10 +7,11 @@
 
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { writeFileAtomic } from '../cli/files.js';
-import { RGBImage, gridPNG } from '../cli/images.js';
-import { Series, lineChartSVG } from '../cli/plot.js';
-import { percentile } from './losses.js';
+import type { ImageBatch } from '../rewards/types.js';
+import { rewardStats } from '../rl/record.js';
+import { writeFileAtomic } from './files.js';
+import { RGBImage, batchImages, gridPNG } from './images.js';
+import { Series, lineChartSVG } from './plot.js';
 
 /** A fixed-seed sample for the grid: CHW image in [0, 1], with what to write under it. */
 export interface GridImage extends RGBImage {
@@ -45,7 +46,9 @@ export interface EpochInput {
   memory?: { liveBytes?: number; peakTotalBytes?: number };
   dropped?: number;
   gridImages?: readonly GridImage[];
-  /** Captions of gridImages when they are not on the images themselves. */
+  /** The trainer's evaluation samples (NCHW in [0, 1]): the grid when gridImages is not given. */
+  evalImages?: ImageBatch;
+  /** Captions of the grid images when they are not on the images themselves. */
   gridCaptions?: readonly (readonly string[])[];
   gridPrompts?: readonly string[];
   gridRewards?: ArrayLike<number>;
@@ -88,27 +91,6 @@ export interface MetricsRow {
   time: string;
 }
 
-export interface RewardStats {
-  n: number;
-  mean: number;
-  std: number;
-  min: number;
-  max: number;
-  p10: number;
-  p50: number;
-  p90: number;
-}
-
-/** Statistics over the finite rewards (dropped samples, NaN, are left out); std is the population std. */
-export function rewardStats(rewards: ArrayLike<number>): RewardStats {
-  const xs = Array.from(rewards).filter(Number.isFinite);
-  const n = xs.length;
-  if (!n) return { n: 0, mean: NaN, std: NaN, min: NaN, max: NaN, p10: NaN, p50: NaN, p90: NaN };
-  const mean = xs.reduce((s, x) => s + x, 0) / n;
-  const std = Math.sqrt(xs.reduce((s, x) => s + (x - mean) * (x - mean), 0) / n);
-  return { n, mean, std, min: Math.min(...xs), max: Math.max(...xs), p10: percentile(xs, 0.1), p50: percentile(xs, 0.5), p90: percentile(xs, 0.9) };
-}
-
 const fin = (v: unknown): number | null => (typeof v === 'number' && Number.isFinite(v) ? v : null);
 
 /** The metrics.jsonl row of an epoch. */
@@ -134,8 +116,13 @@ export function metricsRow(rec: EpochInput, now = new Date()): MetricsRow {
   };
 }
 
+/** The epoch's grid images: gridImages, else the trainer's evalImages. */
+function gridImagesOf(rec: EpochInput): readonly GridImage[] {
+  return rec.gridImages ?? (rec.evalImages ? batchImages(rec.evalImages) : []);
+}
+
 function gridRewards(rec: EpochInput): number[] {
-  const imgs = rec.gridImages ?? [];
+  const imgs = gridImagesOf(rec);
   const given = rec.gridRewards ?? rec.evalRewards;
   return imgs.map((img, i) => img.reward ?? (given ? given[i] : NaN)).filter((x) => Number.isFinite(x));
 }
@@ -153,7 +140,7 @@ function bytes(v: number | null | undefined): string {
 
 /** Captions of an epoch's grid: those given, else [prompt, "reward R"]. */
 export function gridCaptions(rec: EpochInput): string[][] {
-  return (rec.gridImages ?? []).map((img, i) => {
+  return gridImagesOf(rec).map((img, i) => {
     const given = img.caption ?? rec.gridCaptions?.[i];
     if (given) return [...given];
     const prompt = img.prompt ?? rec.gridPrompts?.[i];
@@ -294,8 +281,9 @@ export class RunReport {
     const row = metricsRow(rec);
     this.rows = [...this.rows.filter((r) => r.epoch !== rec.epoch), row].sort((a, b) => a.epoch - b.epoch);
     this.writeMetrics();
-    if (rec.gridImages?.length) {
-      const png = gridPNG([...rec.gridImages], gridCaptions(rec));
+    const images = gridImagesOf(rec);
+    if (images.length) {
+      const png = gridPNG([...images], gridCaptions(rec));
       writeFileAtomic(this.gridPath(rec.epoch), png);
       const g = { epoch: rec.epoch, png };
       if (!this.firstGrid || this.firstGrid.epoch >= rec.epoch) this.firstGrid = g;
