@@ -6,17 +6,16 @@
 
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import * as E from '../engine/index.js';
-import { encodeSafetensorsHeader } from '../engine/safetensors.js';
-import { f32ToF16Bits } from '../engine/dtype.js';
 import {
-  ClipModel, ClipModelConfig, ClipVisionConfig, ClipVisionModelWithProjection, clipModelShapes, clipVisionWithProjectionShapes,
+  ClipModel, ClipVisionConfig, ClipVisionModelWithProjection, clipModelShapes, clipVisionWithProjectionShapes,
   loadClipModel, loadClipVisionModel, parseClipModelConfig, parseClipVisionConfig, visionTokens, vitL14ClipConfig, vitL14VisionConfig,
 } from '../diffusion/models/clip-vision.js';
-import { Params, encoderLayer64, hostParams, layerNorm64, linear64, randomizeModule } from './clip-ref64.js';
+import { hostParams, linear64, randomizeModule } from './clip-ref64.js';
+import { TINY_CLIP_JSON, numel, tinyClip, tinyVision, vision64, writeFolder } from './clip-fixtures.js';
 import { assertClose, assertThrows, randArray, repoRoot, testDevice } from './helpers.js';
 
 const dev = await testDevice();
@@ -24,57 +23,7 @@ const s = suite('clip-vision');
 const dir = mkdtempSync(join(tmpdir(), 'clip-vision-'));
 const ref = resolve(repoRoot(), '..', 'shared', 'reference');
 
-function tinyVision(over: Partial<ClipVisionConfig> = {}): ClipVisionConfig {
-  // 12 px images in 4 px patches: 9 patches + the class token; odd widths on purpose.
-  return {
-    hiddenSize: 8, intermediateSize: 13, numHiddenLayers: 2, numAttentionHeads: 2, numChannels: 3,
-    imageSize: 12, patchSize: 4, hiddenAct: 'quick_gelu', layerNormEps: 1e-5, projectionDim: 5, ...over,
-  };
-}
-
-function tinyClip(): ClipModelConfig {
-  return {
-    text: {
-      vocabSize: 11, hiddenSize: 6, intermediateSize: 7, numHiddenLayers: 2, numAttentionHeads: 2, maxPositionEmbeddings: 7,
-      hiddenAct: 'quick_gelu', layerNormEps: 1e-5, bosTokenId: 8, eosTokenId: 10, padTokenId: 9,
-    },
-    vision: tinyVision(),
-    projectionDim: 5,
-    logitScaleInit: 2.6592,
-  };
-}
-
-/** CLIPVisionModelWithProjection's forward in float64 from the definitions. `pre` prefixes the tower's names. */
-function vision64(cfg: ClipVisionConfig, P: Params, px: Float64Array, B: number, pre = 'vision_model.') {
-  const D = cfg.hiddenSize, C = cfg.numChannels, S = cfg.imageSize, Pp = cfg.patchSize;
-  const { side, tokens: T } = visionTokens(cfg);
-  const g = (n: string) => { const v = P.get(n); if (!v) throw new Error(`no ${n}`); return v; };
-  const W = g(`${pre}embeddings.patch_embedding.weight`), cls = g(`${pre}embeddings.class_embedding`), pos = g(`${pre}embeddings.position_embedding.weight`);
-  let x: Float64Array = new Float64Array(B * T * D);
-  for (let b = 0; b < B; b++) for (let t = 0; t < T; t++) for (let d = 0; d < D; d++) {
-    let v: number;
-    if (t === 0) v = cls[d];
-    else {
-      // Patch t-1 in row-major order: a P×P window, no padding, stride P.
-      const py = Math.floor((t - 1) / side), pxi = (t - 1) % side;
-      v = 0;
-      for (let c = 0; c < C; c++) for (let i = 0; i < Pp; i++) for (let j = 0; j < Pp; j++) {
-        v += px[((b * C + c) * S + py * Pp + i) * S + pxi * Pp + j] * W[((d * C + c) * Pp + i) * Pp + j];
-      }
-    }
-    x[(b * T + t) * D + d] = v + pos[t * D + d];
-  }
-  x = layerNorm64(x, B * T, D, g(`${pre}pre_layrnorm.weight`), g(`${pre}pre_layrnorm.bias`), cfg.layerNormEps);
-  for (let i = 0; i < cfg.numHiddenLayers; i++) x = encoderLayer64(x, B, T, cfg, P, `${pre}encoder.layers.${i}`, false);
-  const clsRows = new Float64Array(B * D);
-  for (let b = 0; b < B; b++) for (let d = 0; d < D; d++) clsRows[b * D + d] = x[b * T * D + d];
-  const pooled = layerNorm64(clsRows, B, D, g(`${pre}post_layernorm.weight`), g(`${pre}post_layernorm.bias`), cfg.layerNormEps);
-  const embeds = linear64(pooled, B, D, cfg.projectionDim, g('visual_projection.weight'), null);
-  return { last: x, pooled, embeds };
-}
-
 const pixels = (B: number, cfg: ClipVisionConfig, seed: number) => randArray(B * cfg.numChannels * cfg.imageSize * cfg.imageSize, seed, -2, 2);
-const numel = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1);
 
 // ---------------------------------------------------------------- names and shapes
 
@@ -216,54 +165,14 @@ s('CLIPModel: get_image_features, get_text_features = text_projection(pooled tex
 
 // ---------------------------------------------------------------- loading
 
-type HostEntry = { name: string; dtype: 'F32' | 'F16' | 'I64'; shape: number[]; values: ArrayLike<number> };
-
-/** A safetensors file from host values (F32, F16 or I64), for folders laid out as transformers writes them. */
-function writeHostSafetensors(path: string, entries: HostEntry[]): void {
-  const { bytes: header, order } = encodeSafetensorsHeader(entries);
-  const total = order.reduce((m, o) => Math.max(m, o.end), 0);
-  const data = new Uint8Array(total);
-  const view = new DataView(data.buffer);
-  for (const { entry, begin } of order) {
-    const e = entry as HostEntry;
-    for (let i = 0; i < e.values.length; i++) {
-      if (e.dtype === 'F32') view.setFloat32(begin + 4 * i, e.values[i], true);
-      else if (e.dtype === 'F16') view.setUint16(begin + 2 * i, f32ToF16Bits(e.values[i]), true);
-      else view.setBigInt64(begin + 8 * i, BigInt(e.values[i]), true);
-    }
-  }
-  const out = new Uint8Array(header.length + total);
-  out.set(header);
-  out.set(data, header.length);
-  writeFileSync(path, out);
-}
-
-function writeFolder(folder: string, config: unknown, P: Params, dtype: 'F32' | 'F16', buffers: [string, number][] = [], drop: string[] = [], reshape: Record<string, number[]> = {}): void {
-  mkdirSync(folder, { recursive: true });
-  writeFileSync(join(folder, 'config.json'), JSON.stringify(config));
-  const shapes = new Map([...clipModelShapes(tinyClip()), ...clipVisionWithProjectionShapes(tinyVision())]);
-  const entries: HostEntry[] = [...P].filter(([n]) => !drop.includes(n)).map(([name, values]) => ({ name, dtype, shape: reshape[name] ?? shapes.get(name)!, values: reshape[name] ? new Float64Array(numel(reshape[name])) : values }));
-  for (const [name, n] of buffers) entries.push({ name, dtype: 'I64', shape: [1, n], values: Array.from({ length: n }, (_, i) => i) });
-  writeHostSafetensors(join(folder, 'model.safetensors'), entries);
-}
-
-const TINY_CLIP_JSON = {
-  architectures: ['CLIPModel'], model_type: 'clip', projection_dim: 5, logit_scale_init_value: 2.6592, torch_dtype: 'float32',
-  text_config: { vocab_size: 11, hidden_size: 6, intermediate_size: 7, num_hidden_layers: 2, num_attention_heads: 2, max_position_embeddings: 7, bos_token_id: 8, eos_token_id: 10, pad_token_id: 9, model_type: 'clip_text_model' },
-  text_config_dict: null,
-  vision_config: { hidden_size: 8, intermediate_size: 13, num_hidden_layers: 2, num_attention_heads: 2, image_size: 12, patch_size: 4, projection_dim: 5, model_type: 'clip_vision_model' },
-  vision_config_dict: null,
-};
-
 s('loading: a CLIPModel folder (int64 position_ids buffers, torch_dtype), the image side of it alone, and a CLIPVisionModelWithProjection folder (f16 file, dtype, no buffers) give the source model\'s features', async () => {
   const src = new ClipModel(tinyClip(), { seed: 6 });
   randomizeModule(src, 90);
-  const P = await hostParams(src);
   const clipDir = join(dir, 'clip');
-  writeFolder(clipDir, TINY_CLIP_JSON, P, 'F32', [['text_model.embeddings.position_ids', 7], ['vision_model.embeddings.position_ids', 10]]);
+  await writeFolder(clipDir, TINY_CLIP_JSON, src, { buffers: [['text_model.embeddings.position_ids', 7], ['vision_model.embeddings.position_ids', 10]] });
   const visDir = join(dir, 'vision');
-  const visP: Params = new Map([...P].filter(([n]) => n.startsWith('vision_model.') || n === 'visual_projection.weight'));
-  writeFolder(visDir, { ...TINY_CLIP_JSON.vision_config, architectures: ['CLIPVisionModelWithProjection'], dtype: 'float16' }, visP, 'F16');
+  const visionSide = (n: string) => n.startsWith('vision_model.') || n === 'visual_projection.weight';
+  await writeFolder(visDir, { ...TINY_CLIP_JSON.vision_config, architectures: ['CLIPVisionModelWithProjection'], dtype: 'float16' }, src, { dtype: 'F16', filter: visionSide });
   const x = pixels(2, tinyVision(), 13);
   const px = E.tensor(x, [2, 3, 12, 12]);
   const ids = E.tensor([8, 3, 4, 10, 9, 8, 1, 2, 5, 10], [2, 5], 'i32');
@@ -283,20 +192,18 @@ s('loading: a CLIPModel folder (int64 position_ids buffers, torch_dtype), the im
 
 s('loading errors name the folder, file and keys: missing folder, CLIPVisionModel folder for CLIP score, missing / mis-shaped / unexpected keys', async () => {
   const src = new ClipModel(tinyClip(), { seed: 7 });
-  const P = await hostParams(src);
-  src.dispose();
   await assertThrows(() => loadClipVisionModel(join(dir, 'nowhere')), /loadClipVisionModel: cannot read .*nowhere\/config\.json/);
   const visDir = join(dir, 'vision-bad');
-  const visP: Params = new Map([...P].filter(([n]) => n.startsWith('vision_model.') || n === 'visual_projection.weight'));
-  writeFolder(visDir, { ...TINY_CLIP_JSON.vision_config, architectures: ['CLIPVisionModelWithProjection'] }, visP, 'F32', [], ['vision_model.post_layernorm.bias'], { 'visual_projection.weight': [4, 8] });
+  const visionSide = (n: string) => n.startsWith('vision_model.') || n === 'visual_projection.weight';
+  await writeFolder(visDir, { ...TINY_CLIP_JSON.vision_config, architectures: ['CLIPVisionModelWithProjection'] }, src, { filter: visionSide, drop: ['vision_model.post_layernorm.bias'], reshape: { 'visual_projection.weight': [4, 8] } });
   await assertThrows(() => loadClipVisionModel(visDir), /the weights do not fit the config/, /missing keys \(1\): vision_model\.post_layernorm\.bias/, /visual_projection\.weight: shape \[4,8\] in the file, \[5,8\] expected/);
   await assertThrows(() => loadClipModel(visDir), /holds a CLIPVisionModelWithProjection \(no text tower\)/);
   const extraDir = join(dir, 'clip-extra');
-  P.set('vision_model.extra.weight', new Float64Array(3));
-  writeFolder(extraDir, TINY_CLIP_JSON, P, 'F32', [], [], { 'vision_model.extra.weight': [3] });
+  await writeFolder(extraDir, TINY_CLIP_JSON, src, { reshape: { 'vision_model.extra.weight': [3] } });
   await assertThrows(() => loadClipModel(extraDir), /unexpected keys \(1\): vision_model\.extra\.weight/);
   writeFileSync(join(extraDir, 'config.json'), JSON.stringify({ model_type: 'bert' }));
   await assertThrows(() => loadClipModel(extraDir), /not a CLIPModel nor a CLIPVisionModelWithProjection config/);
+  src.dispose();
 });
 
 s('forward rejects pixel values of the wrong size, naming the expected shape', async () => {
