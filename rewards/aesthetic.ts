@@ -51,7 +51,10 @@ export async function createAestheticReward(options: AestheticOptions, ctx: Rewa
   await holder.get(); // load now: a bad folder or head fails before sampling starts
   const score = async (images: ImageBatch) => {
     const { clip, head } = await holder.get();
-    return scoreClipImages('aesthetic', images, batchSize, device, processor, (px) => aestheticScores(clip, head, px).data());
+    return scoreClipImages('aesthetic', images, batchSize, device, processor, async (px) => {
+      const scores = aestheticScores(clip, head, px);
+      try { return await scores.data(); } finally { scores.dispose(); }
+    });
   };
   return { score, release: () => holder.release(), close: () => holder.close() };
 }
