@@ -8,7 +8,8 @@
 // between epochs, close at the end) and facts for the logs.
 
 import type { Device } from '../engine/device.js';
-import { Reward, RewardSpec } from './types.js';
+import type { ScoredBatch } from './score.js';
+import { ImageBatch, Metadata, Reward, RewardSpec } from './types.js';
 
 /** What a main-thread factory receives after its args. */
 export interface RewardContext {
@@ -20,6 +21,8 @@ export interface RewardContext {
 
 export interface HostedReward {
   score: Reward;
+  /** As score, with a reason for each dropped sample (used instead of score when given). */
+  scoreDetailed?(images: ImageBatch, prompts: string[], metadata: Metadata[]): Promise<ScoredBatch>;
   /** Frees what it holds between uses (called after each epoch's scoring): transient GPU memory, optionally its weights. */
   release?(): void | Promise<void>;
   /** Frees everything; the reward is not used again. */

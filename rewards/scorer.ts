@@ -102,7 +102,13 @@ class LocalUnit implements Unit {
   score(id: string, images: ImageBatch, prompts: string[], metadata: Metadata[]) {
     const h = this.hosted;
     if (!h) return Promise.reject(new Error('RewardScorer: score() before ready()'));
-    return withRetries((_i, im, p, m) => scoreBatch(h.score, im, p, m), h.retriesInternally ? 0 : this.retries, id, images, prompts, metadata);
+    const once = h.scoreDetailed
+      ? (_i: string, im: ImageBatch, p: string[], m: Metadata[]) => h.scoreDetailed!(im, p, m).catch((e: unknown): Scored => ({
+        rewards: new Array(im.n).fill(NaN),
+        dropped: Array.from({ length: im.n }, (_, index) => ({ index, reason: `reward threw: ${e instanceof Error ? e.message : String(e)}` })),
+      }))
+      : (_i: string, im: ImageBatch, p: string[], m: Metadata[]) => scoreBatch(h.score, im, p, m);
+    return withRetries(once, h.retriesInternally ? 0 : this.retries, id, images, prompts, metadata);
   }
   async release() { await this.hosted?.release?.(); }
   async close() {
