@@ -96,7 +96,9 @@ const expected = (n: number) => Array.from({ length: n }, (_, i) => i);
 
 s('happy path: requests of batch_size, answers in order, at most `concurrency` in flight, one id per request', async () => {
   const fs = await faultServer(() => 'ok');
-  const c = new ServiceClient({ url: fs.url, ...FAST });
+  // Encoding on this thread (encoderWorkers 0) blocks it while another request is in flight: a
+  // generous timeout here; the trainer's client encodes on worker threads.
+  const c = new ServiceClient({ url: fs.url, ...FAST, timeout_s: 10 });
   const { images, prompts, metadata } = batchOf(37);
   const r = await c.scoreDetailed(images, prompts, metadata);
   assert.equal(r.rewards, expected(37));
@@ -230,7 +232,7 @@ s('trainer with a service reward: a flaky service is survived (each sample count
   const cfg = (url: string, over: Record<string, unknown> = {}) => resolveConfig({
     seed: 5, epochs: 2, sample: { steps: 2, guidance: 1, batch_size: 4, batches_per_epoch: 2 }, train: { batch_size: 4, gradient_accumulation_steps: 2, lr: 0.01 },
     eval: { every: 0 }, stat_tracking: { min_count: 4 }, lora: { enabled: false },
-    reward: { service: { url, batch_size: 2, concurrency: 2, timeout_s: 0.5, retries: 2, backoff_s: 0.01 } }, ...over,
+    reward: { service: { url, batch_size: 2, concurrency: 2, timeout_s: 1.5, retries: 3, backoff_s: 0.01 } }, ...over,
   });
   const prompts = promptsFromLines(['sample 1', 'sample 2']);
   const run = async (url: string, over: Record<string, unknown> = {}) => {
