@@ -54,6 +54,10 @@ export interface EpochInput {
   gridRewards?: ArrayLike<number>;
   /** The trainer's name for gridRewards. */
   evalRewards?: ArrayLike<number>;
+  /** A combined reward's per-part means. */
+  rewardParts?: Record<string, number>;
+  /** Counters the reward kept (a service's requests, retries, failures), by part. */
+  rewardCounters?: Record<string, number>;
 }
 
 /** One line of metrics.jsonl. Non-finite numbers are written as null. */
@@ -87,6 +91,10 @@ export interface MetricsRow {
   gpu_live_bytes: number | null;
   gpu_peak_bytes: number | null;
   grid_reward_mean: number | null;
+  /** A combined reward: each part's mean (before weighting). */
+  reward_parts?: Record<string, number | null>;
+  /** The reward's counters (e.g. service requests, retries, failed samples). */
+  reward_counters?: Record<string, number>;
   /** Wall-clock time the line was written (ISO 8601). */
   time: string;
 }
@@ -112,6 +120,8 @@ export function metricsRow(rec: EpochInput, now = new Date()): MetricsRow {
     samples_per_s: fin(rec.samplesPerSecond),
     gpu_live_bytes: fin(rec.memory?.liveBytes), gpu_peak_bytes: fin(rec.memory?.peakTotalBytes),
     grid_reward_mean: grid.length ? fin(rewardStats(grid).mean) : null,
+    ...(rec.rewardParts ? { reward_parts: Object.fromEntries(Object.entries(rec.rewardParts).map(([k, v]) => [k, fin(v)])) } : {}),
+    ...(rec.rewardCounters ? { reward_counters: { ...rec.rewardCounters } } : {}),
     time: now.toISOString(),
   };
 }
@@ -192,6 +202,17 @@ export function rewardChartSVG(rows: readonly MetricsRow[]): string {
     { key: 'reward_mean', name: 'mean', color: '#1f77b4' },
     { key: 'grid_reward_mean', name: 'eval mean (fixed seeds)', color: '#d62728' },
   ], 'reward per epoch', 'reward');
+}
+
+/** A combined reward's parts over epochs (each part's own mean, before weighting), or null for a single reward. */
+export function rewardPartsChartSVG(rows: readonly MetricsRow[]): string | null {
+  const names = [...new Set(rows.flatMap((r) => Object.keys(r.reward_parts ?? {})))];
+  if (!names.length) return null;
+  const series: Series[] = names.map((name) => ({
+    name,
+    points: rows.filter((r) => typeof r.reward_parts?.[name] === 'number').map((r) => [r.epoch, r.reward_parts![name] as number] as [number, number]),
+  })).filter((x) => x.points.length);
+  return series.length ? lineChartSVG(series, { title: 'reward parts (unweighted means)', xLabel: 'epoch', yLabel: 'reward' }) : null;
 }
 
 /** Facts about the run shown at the top of the report (device, model, algorithm, ...). */
@@ -322,6 +343,10 @@ export class RunReport {
       facts.push(['samples/s (last epoch)', fmt(last.samples_per_s, 3)]);
       facts.push(['GPU memory peak', bytes(Math.max(...rows.map((r) => r.gpu_peak_bytes ?? 0)) || null)]);
       facts.push(['dropped samples', String(sum('dropped'))]);
+      if (last.reward_parts) facts.push(['reward parts (last epoch)', Object.entries(last.reward_parts).map(([k, v]) => `${k}: ${fmt(v)}`).join(', ')]);
+      const counters: Record<string, number> = {};
+      for (const r of rows) for (const [k, v] of Object.entries(r.reward_counters ?? {})) counters[k] = (counters[k] ?? 0) + v;
+      if (Object.keys(counters).length) facts.push(['reward counters (all epochs)', Object.entries(counters).map(([k, v]) => `${k} ${v}`).join(', ')]);
     }
     const charts = [
       rewardChartSVG(rows),
@@ -331,7 +356,8 @@ export class RunReport {
       metricsChartSVG(rows, [
         { key: 'time_sampling_s', name: 'sampling' }, { key: 'time_reward_s', name: 'reward' }, { key: 'time_training_s', name: 'training' },
       ], 'time per epoch', 'seconds'),
-    ];
+      rewardPartsChartSVG(rows),
+    ].filter((c): c is string => c !== null);
     const img = (g: { epoch: number; png: Buffer }) =>
       `<figure><img alt="epoch ${g.epoch} samples" src="data:image/png;base64,${g.png.toString('base64')}"><figcaption>epoch ${g.epoch}</figcaption></figure>`;
     const grids = [this.firstGrid, this.latestGrid].filter((g, i, a): g is { epoch: number; png: Buffer } => !!g && (i === 0 || g.epoch !== a[0]?.epoch));

@@ -29,7 +29,7 @@ export function builtinReward(name: string): RewardSpec {
  * resolve from its own file, loads what the caller meant. Package specifiers are left as they are.
  */
 export function resolveSpec(spec: RewardSpec, cwd = process.cwd()): RewardSpec {
-  if ('combine' in spec) return { combine: spec.combine.map((p) => ({ spec: resolveSpec(p.spec, cwd), weight: p.weight })) };
+  if ('combine' in spec) return { combine: spec.combine.map((p) => ({ ...p, spec: resolveSpec(p.spec, cwd) })) };
   if (typeof spec.module !== 'string' || typeof spec.export !== 'string') throw new Error(`resolveSpec: a reward spec needs {module, export} strings, got ${JSON.stringify(spec)}`);
   const m = spec.module;
   const isPath = m.startsWith('.') || isAbsolute(m);
@@ -42,6 +42,7 @@ export async function loadReward(spec: RewardSpec): Promise<Reward> {
     const parts = await Promise.all(spec.combine.map(async (p) => ({ reward: await loadReward(p.spec), weight: p.weight })));
     return combineRewards(parts);
   }
+  if (spec.thread === 'main') throw new Error(`loadReward: ${spec.module}#${spec.export} runs in the trainer's thread (thread: 'main'); score it with RewardScorer, not in a worker`);
   const mod = (await import(spec.module)) as Record<string, unknown>;
   let f = mod[spec.export];
   if (f === undefined) throw new Error(`loadReward: ${spec.module} has no export "${spec.export}" (exports: ${Object.keys(mod).join(', ') || 'none'})`);

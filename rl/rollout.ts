@@ -18,7 +18,8 @@ import { SampleOptions, TextEmbeddingCache, Trajectory, sample } from '../diffus
 import { ImageBatch, Metadata } from '../rewards/types.js';
 import { ResolvedConfig, isDDPO } from './config.js';
 import { PromptFn, PromptRng, PromptRngState, samplePrompts } from './prompts.js';
-import { RewardScorer, Scored } from './scoring.js';
+import { PartScores, RewardScorer, Scored } from './scoring.js';
+import { concatParts } from '../rewards/scorer.js';
 
 /** The epoch's samples, concatenated over its sampling batches. */
 export interface EpochSamples {
@@ -74,6 +75,8 @@ export interface Rollout {
   metadata: Metadata[];
   /** Per sample, NaN where dropped. */
   rewards: number[];
+  /** A combined reward's parts, per sample. */
+  rewardParts?: PartScores[];
   droppedReasons: string[];
   eval: EvalSamples | null;
   seconds: { sampling: number; reward: number };
@@ -182,6 +185,7 @@ export class Sampler {
       batches, metadata,
       prompts: batches.flatMap((b) => b.prompts),
       rewards: scored.flatMap((s) => s.rewards),
+      rewardParts: concatParts(scored),
       droppedReasons: scored.flatMap((s) => s.dropped.map((d) => d.reason)),
       eval: evalImages && evalScored ? { images: evalImages, prompts: evalPrompts, rewards: evalScored.rewards } : null,
       seconds: { sampling: (tSampled - tStart) / 1000, reward: (tRewarded - tSampled) / 1000 },

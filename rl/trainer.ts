@@ -27,7 +27,7 @@ import { StatTracker, StatTrackerState, epochAdvantages, statTrackerFor } from '
 import { Overrides, ResolvedConfig, promptFn, resolveConfig, resumeConfig, rewardSpec } from './config.js';
 import { CheckpointFile, loadCheckpointWeights, loadOptimizerState, readCheckpoint, saveCheckpoint } from './checkpoint.js';
 import { PromptFn, PromptRng, PromptRngState, samplePrompts } from './prompts.js';
-import { EpochRecord, RunResult, statsOf } from './record.js';
+import { EpochRecord, RunResult, rewardDetails, statsOf } from './record.js';
 import { deriveSeed } from './rng.js';
 import { Sampler, collate, disposeSamples } from './rollout.js';
 import { RewardScorer } from './scoring.js';
@@ -92,7 +92,12 @@ export class Trainer {
     this.update = new PolicyUpdate(this.sd, config, lora);
     this.cache = new TextEmbeddingCache(this.sd);
     const ro = config.reward_options;
-    this.scorer = new RewardScorer(opts.reward ?? rewardSpec(config.reward), ro.max_retries, { workers: ro.workers ?? undefined, timeoutMs: ro.timeout_s * 1000, ...opts.rewardPool });
+    this.scorer = new RewardScorer(opts.reward ?? rewardSpec(config.reward), {
+      retries: ro.max_retries,
+      pool: { workers: ro.workers ?? undefined, timeoutMs: ro.timeout_s * 1000, ...opts.rewardPool },
+      // Main-thread rewards (GPU models, service clients) run on the training device.
+      context: { device: this.device, log: (m) => this.log(m) },
+    });
     const evalRng = new PromptRng(deriveSeed(config.eval.seed, 7));
     const evalPrompts = config.eval.prompts?.length ? [...config.eval.prompts] : samplePrompts(prompts, evalRng, Math.max(config.eval.n, 1)).prompts;
     this.sampler = new Sampler(this.sd, config, prompts, evalPrompts, this.scorer, this.cache, new PromptRng(deriveSeed(config.seed, 1)));
@@ -214,6 +219,8 @@ export class Trainer {
     const tStart = performance.now();
     const progress = (phase: 'sampling' | 'training') => (done: number, total: number) => this.opts.onProgress?.({ epoch, phase, done, total });
     const r = await this.sampler.sampleEpoch(epoch, () => this.stopRequested, progress('sampling'));
+    // The reward's transient memory (and, if asked, its weights) goes back before training.
+    await this.scorer.endEpoch();
     if (!r) return { status: 'aborted' };
     const tRewarded = performance.now();
     const { rewards, prompts, droppedReasons } = r;
@@ -247,6 +254,7 @@ export class Trainer {
       samplesPerSecond: n / ((tTrained - tStart) / 1000),
       memory: { liveBytes: mem.liveBytes, peakTotalBytes: mem.peakTotalBytes },
       dropped, droppedReasons: droppedReasons.slice(0, 10),
+      ...rewardDetails(r.rewardParts, this.scorer.takeStats()),
     };
     if (c.train.kl_coef > 0) record.kl = m.kl;
     if (r.eval) {
@@ -257,7 +265,8 @@ export class Trainer {
       record.gridCaptions = ev.prompts.map((p, i) => [p, Number.isFinite(ev.rewards[i]) ? `reward ${ev.rewards[i].toFixed(4)}` : 'reward dropped']);
     }
     const rs = statsOf(rewards);
-    this.log(`epoch ${epoch}: reward ${rs.mean.toFixed(4)} ± ${rs.std.toFixed(4)}, loss ${record.loss.toExponential(3)}, ${record.seconds.total.toFixed(1)} s`);
+    const parts = record.rewardParts ? ` (${Object.entries(record.rewardParts).map(([k, v]) => `${k} ${v.toFixed(4)}`).join(', ')})` : '';
+    this.log(`epoch ${epoch}: reward ${rs.mean.toFixed(4)} ± ${rs.std.toFixed(4)}${parts}, loss ${record.loss.toExponential(3)}, ${record.seconds.total.toFixed(1)} s`);
     // Past the first optimizer step of a round, a ratio outside the clip range passes gradient only
     // when its sample moved against its advantage: if nearly all are outside, the later steps mostly
     // undo the first (measured in test/learning-setup.ts). Say so once. (The first step's ratios
