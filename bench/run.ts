@@ -8,6 +8,7 @@ import { runConvBench } from './conv2d.js';
 import { runMatmulBench } from './matmul.js';
 import { runNormBench } from './norm.js';
 import { runModelsBench } from './models.js';
+import { runUnetStepBench } from './unet-step.js';
 
 const BENCHES = {
   matmul: runMatmulBench,
@@ -15,6 +16,7 @@ const BENCHES = {
   norm: runNormBench,
   attention: runAttentionBench,
   models: runModelsBench, // SD networks at tiny/small; SD v1 size on a GPU: node dist/bench/models.js --sd-v1
+  'unet-step': runUnetStepBench, // the small UNet's training step at batch 32 (samples/s)
 } as const;
 type Name = keyof typeof BENCHES;
 

@@ -81,6 +81,28 @@ export async function runUnetStep(dev: Device, opts: { batch?: number; iters?: n
   }
 }
 
+/** `npm run bench unet-step`: prints the figures and writes bench-results/unet-step.json (or opts.out). */
+export async function runUnetStepBench(dev: Device, opts: { quick?: boolean; out?: string; log?: (l: string) => void } = {}): Promise<UnetStepResult> {
+  const log = opts.log ?? ((l: string) => console.log(l));
+  const r = await runUnetStep(dev, { iters: opts.quick ? 1 : 3 });
+  printResult(r, log);
+  const out = opts.out ?? 'bench-results/unet-step.json';
+  mkdirSync(dirname(out), { recursive: true });
+  writeFileSync(out, JSON.stringify(r, null, 2) + '\n');
+  return r;
+}
+
+function printResult(r: UnetStepResult, log: (l: string) => void): void {
+  log(`UNet (64,128,128) 8×8 latents, batch ${r.batch}, ${r.family} kernels on ${r.adapter}`);
+  log(`  forward            ${r.forwardMs.toFixed(0).padStart(7)} ms  ${r.forwardSamplesPerS.toFixed(1)} samples/s`);
+  log(`  forward + backward ${r.trainMs.toFixed(0).padStart(7)} ms  ${r.trainSamplesPerS.toFixed(1)} samples/s`);
+  if (r.profile) {
+    const total = r.profile.reduce((a, e) => a + e.ms, 0);
+    log(`  profile of one forward + backward: ${total.toFixed(0)} ms GPU, ${r.profile.reduce((a, e) => a + e.calls, 0)} dispatches`);
+    for (const e of r.profile.slice(0, 15)) log(`    ${e.op.padEnd(48)} ${String(e.calls).padStart(5)} ${e.ms.toFixed(1).padStart(9)} ms ${(100 * e.ms / total).toFixed(1).padStart(5)} %`);
+  }
+}
+
 async function main(argv: string[]): Promise<void> {
   const arg = (name: string) => { const i = argv.indexOf(name); return i >= 0 ? argv[i + 1] : undefined; };
   const kernels = arg('--kernels');
@@ -88,14 +110,7 @@ async function main(argv: string[]): Promise<void> {
   const dev = await createNodeDevice();
   setDefaultDevice(dev);
   const r = await runUnetStep(dev, { batch: Number(arg('--batch') ?? 32), iters: Number(arg('--iters') ?? 3), profile: arg('--profile') as 'op' | 'kernel' | undefined });
-  console.log(`UNet (64,128,128) 8×8 latents, batch ${r.batch}, ${r.family} kernels on ${r.adapter}`);
-  console.log(`  forward            ${r.forwardMs.toFixed(0).padStart(7)} ms  ${r.forwardSamplesPerS.toFixed(1)} samples/s`);
-  console.log(`  forward + backward ${r.trainMs.toFixed(0).padStart(7)} ms  ${r.trainSamplesPerS.toFixed(1)} samples/s`);
-  if (r.profile) {
-    const total = r.profile.reduce((a, e) => a + e.ms, 0);
-    console.log(`  profile of one forward + backward: ${total.toFixed(0)} ms GPU, ${r.profile.reduce((a, e) => a + e.calls, 0)} dispatches`);
-    for (const e of r.profile.slice(0, 15)) console.log(`    ${e.op.padEnd(48)} ${String(e.calls).padStart(5)} ${e.ms.toFixed(1).padStart(9)} ms ${(100 * e.ms / total).toFixed(1).padStart(5)} %`);
-  }
+  printResult(r, (l) => console.log(l));
   const out = arg('--out');
   if (out) { mkdirSync(dirname(out), { recursive: true }); writeFileSync(out, JSON.stringify(r, null, 2) + '\n'); }
   dev.destroy();

@@ -7,6 +7,8 @@ import { demo } from './demo.js';
 import { sampleCommand } from './sample.js';
 import { inspectCommand } from './inspect.js';
 import { configCommand, evalCommand, trainCommand } from './train.js';
+import { dataEmojiCommand, dataImagesCommand } from './data.js';
+import { exportCommand, pretrainCommand } from './pretrain.js';
 
 process.env.XDG_RUNTIME_DIR ??= '/tmp';
 
@@ -97,6 +99,53 @@ program.command('eval')
   .option('--out <file>', 'where to write the result (default: eval.json in the run folder)')
   .option('--adapter <which>', "'auto', 'gpu', 'cpu' or part of an adapter's name")
   .action(async (opts) => { process.exitCode = await evalCommand(opts); });
+
+const data = program.command('data').description('build a captioned image set for ddpo pretrain');
+data.command('emoji')
+  .description('emoji from the npm packages emoji-datasource-google (Noto, Apache-2.0) and -twitter (Twemoji, CC-BY-4.0), fetched into a cache on first use')
+  .requiredOption('--out <dir>', 'the set folder to write (images/, metadata.jsonl, dataset.json, ATTRIBUTION.md)')
+  .option('--vendor <names>', 'google, twitter or both (comma-separated or repeated; default both)', collect)
+  .option('--category <name>', 'keep only this category, e.g. "Animals & Nature" or animals-nature (repeatable)', collect)
+  .option('--subcategory <name>', 'keep only this subcategory, e.g. animal-mammal (repeatable)', collect)
+  .option('--animals', "only the DDPO paper's 45 animals (captions \"a cat\", ...)")
+  .option('--only <names>', 'only these emoji: animal words, short names or codes (comma-separated or repeated)', collect)
+  .option('--size <px>', 'image side in pixels', int, 32)
+  .option('--filter <f>', 'resize filter: area or bicubic', 'area')
+  .option('--package <path>', 'read this package tarball or folder instead of fetching (repeatable, one per vendor)', collect)
+  .option('--cache <dir>', 'package cache (default $DDPO_CACHE or ~/.cache/ddpo-webgpu)')
+  .option('--version <v>', 'emoji-datasource version (default the pinned one)')
+  .option('--force', 'replace --out if it exists')
+  .action(async (opts) => { process.exitCode = await dataEmojiCommand(opts); });
+data.command('images')
+  .description('any folder of images with a captions file (metadata.jsonl or captions.tsv) → square images of one size, composited onto white')
+  .requiredOption('--from <dir>', 'the source folder (read only)')
+  .requiredOption('--out <dir>', 'the set folder to write')
+  .option('--size <px>', 'image side in pixels (centre-cropped to square first)', int, 32)
+  .option('--filter <f>', 'resize filter: area or bicubic', 'area')
+  .option('--force', 'replace --out if it exists')
+  .action(async (opts) => { process.exitCode = await dataImagesCommand(opts); });
+
+program.command('pretrain')
+  .description('train a small Stable Diffusion model from scratch on a captioned image set: VAE, then UNet + CLIP text encoder; writes OUT/model/ (diffusers layout)')
+  .option('--data <dir>', 'the image set (metadata.jsonl or captions.tsv beside square images; see ddpo data)')
+  .option('--out <dir>', 'run folder (config key out)')
+  .option('--config <file>', 'pretrain config (JSON); every key has a default, see docs/pretrain-config.md')
+  .option('--set <key=value>', 'override any config key by its dotted name, e.g. --set train.steps=5000 (repeatable)', collect)
+  .option('--steps <n>', 'stage-2 steps (config key train.steps)', int)
+  .option('--seed <n>', 'seed of every random stream', int)
+  .option('--resume <dir>', 'continue the run in this folder from its last checkpoint')
+  .option('--adapter <which>', "'auto', 'gpu', 'cpu' or part of an adapter's name")
+  .option('--print-config', 'print the resolved config and exit')
+  .option('--docs', 'print the markdown table of every option (docs/pretrain-config.md)')
+  .action(async (opts) => { process.exitCode = await pretrainCommand(opts); });
+
+program.command('export')
+  .description("write a pretraining run's EMA model (its last checkpoint) as a diffusers folder")
+  .requiredOption('--run <dir>', 'the run folder of ddpo pretrain')
+  .requiredOption('--out <dir>', 'the pipeline folder to write')
+  .option('--dtype <t>', 'weights f32 or f16', 'f32')
+  .option('--adapter <which>', "'auto', 'gpu', 'cpu' or part of an adapter's name")
+  .action(async (opts) => { process.exitCode = await exportCommand(opts); });
 
 trainFlags(program.command('config')
   .description('print the resolved run config (defaults < --config < flags), or with --docs every option and its default'))

@@ -61,6 +61,10 @@ export interface EpochInput {
   gridRewards?: ArrayLike<number>;
   /** The trainer's name for gridRewards. */
   evalRewards?: ArrayLike<number>;
+  /** A combined reward's per-part means. */
+  rewardParts?: Record<string, number>;
+  /** Counters the reward kept (a service's requests, retries, failures), by part. */
+  rewardCounters?: Record<string, number>;
 }
 
 /** One line of metrics.jsonl. Non-finite numbers are written as null. */
@@ -101,6 +105,10 @@ export interface MetricsRow {
   gpu_live_bytes: number | null;
   gpu_peak_bytes: number | null;
   grid_reward_mean: number | null;
+  /** A combined reward: each part's mean (before weighting). */
+  reward_parts?: Record<string, number | null>;
+  /** The reward's counters (e.g. service requests, retries, failed samples). */
+  reward_counters?: Record<string, number>;
   /** Wall-clock time the line was written (ISO 8601). */
   time: string;
 }
@@ -128,6 +136,8 @@ export function metricsRow(rec: EpochInput, now = new Date()): MetricsRow {
     samples_per_s: fin(rec.samplesPerSecond),
     gpu_live_bytes: fin(rec.memory?.liveBytes), gpu_peak_bytes: fin(rec.memory?.peakTotalBytes),
     grid_reward_mean: grid.length ? fin(rewardStats(grid).mean) : null,
+    ...(rec.rewardParts ? { reward_parts: Object.fromEntries(Object.entries(rec.rewardParts).map(([k, v]) => [k, fin(v)])) } : {}),
+    ...(rec.rewardCounters ? { reward_counters: { ...rec.rewardCounters } } : {}),
     time: now.toISOString(),
   };
 }
@@ -208,6 +218,17 @@ export function rewardChartSVG(rows: readonly MetricsRow[]): string {
     { key: 'reward_mean', name: 'mean', color: '#1f77b4' },
     { key: 'grid_reward_mean', name: 'eval mean (fixed seeds)', color: '#d62728' },
   ], 'reward per epoch', 'reward');
+}
+
+/** A combined reward's parts over epochs (each part's own mean, before weighting), or null for a single reward. */
+export function rewardPartsChartSVG(rows: readonly MetricsRow[]): string | null {
+  const names = [...new Set(rows.flatMap((r) => Object.keys(r.reward_parts ?? {})))];
+  if (!names.length) return null;
+  const series: Series[] = names.map((name) => ({
+    name,
+    points: rows.filter((r) => typeof r.reward_parts?.[name] === 'number').map((r) => [r.epoch, r.reward_parts![name] as number] as [number, number]),
+  })).filter((x) => x.points.length);
+  return series.length ? lineChartSVG(series, { title: 'reward parts (unweighted means)', xLabel: 'epoch', yLabel: 'reward' }) : null;
 }
 
 /** Facts about the run shown at the top of the report (device, model, algorithm, ...). */
@@ -348,6 +369,8 @@ export class RunReport {
       { key: 'time_sampling_s', name: 'sampling' }, { key: 'time_reward_s', name: 'waiting for rewards' },
       { key: 'time_reward_compute_s', name: 'scoring (overlaps sampling)', color: '#bbbbbb' }, { key: 'time_training_s', name: 'training' },
     ], 'time per epoch', 'seconds'));
+    const parts = rewardPartsChartSVG(ok);
+    if (parts) charts.push(parts);
     return { charts, notes };
   }
 
@@ -377,6 +400,11 @@ export class RunReport {
       facts.push(['GPU memory peak', bytes(Math.max(...rows.map((r) => r.gpu_peak_bytes ?? 0)) || null)]);
       facts.push(['dropped samples', `${sum('dropped')}${sum('dropped') ? ` (${rows.filter((r) => r.dropped).map((r) => `epoch ${r.epoch}: ${r.dropped}`).join(', ')})` : ''}`]);
       if (sum('skipped_steps')) facts.push(['optimizer steps skipped (NaN/Inf)', String(sum('skipped_steps'))]);
+      const lastOk = ok[ok.length - 1];
+      if (lastOk?.reward_parts) facts.push(['reward parts (last finished epoch)', Object.entries(lastOk.reward_parts).map(([k, v]) => `${k}: ${fmt(v)}`).join(', ')]);
+      const counters: Record<string, number> = {};
+      for (const r of rows) for (const [k, v] of Object.entries(r.reward_counters ?? {})) counters[k] = (counters[k] ?? 0) + v;
+      if (Object.keys(counters).length) facts.push(['reward counters (all epochs)', Object.entries(counters).map(([k, v]) => `${k} ${v}`).join(', ')]);
     }
     const { charts, notes } = this.charts(ok);
     const img = (g: { epoch: number; png: Buffer }) =>

@@ -142,9 +142,25 @@ export function backward(output: Tensor, opts: BackwardOptions = {}): void {
   visit(output);
 
   noGrad(() => {
+    // grads: the gradient pending for each tensor of the walk. One gradient tensor may be
+    // pending for several tensors at once (a rule that passes its gradient through, or gives one
+    // tensor to two inputs): `holders` counts its entries, and a tensor the walk made (`owned`)
+    // is freed when its last entry goes. Sharing instead of copying saves one full-size copy per
+    // pass-through (residual adds, reshapes), the values are the same.
     const grads = new Map<Tensor, Tensor>();
-    grads.set(output, opts.grad ?? m.ones(output.shape, output.dtype === 'f16' ? 'f16' : 'f32', output.device));
-    const owned = new Set<Tensor>(opts.grad ? [] : [grads.get(output)!]);
+    const holders = new Map<Tensor, number>();
+    const owned = new Set<Tensor>();
+    const hold = (g: Tensor) => holders.set(g, (holders.get(g) ?? 0) + 1);
+    const release = (g: Tensor) => {
+      const n = (holders.get(g) ?? 0) - 1;
+      if (n > 0) { holders.set(g, n); return; }
+      holders.delete(g);
+      if (owned.has(g)) { owned.delete(g); g.dispose(); }
+    };
+    const seed = opts.grad ?? m.ones(output.shape, output.dtype === 'f16' ? 'f16' : 'f32', output.device);
+    if (!opts.grad) owned.add(seed);
+    grads.set(output, seed);
+    hold(seed);
     for (let k = order.length - 1; k >= 0; k--) {
       const t = order[k];
       const g = grads.get(t);
@@ -153,9 +169,10 @@ export function backward(output: Tensor, opts: BackwardOptions = {}): void {
       const node = t.node as Node | null;
       if (!node) {
         if (t.requiresGrad) {
-          // The gradient we computed can become .grad as is; a caller's grad or an f16 one is copied.
+          // The gradient can become .grad as is when the walk made it, it is f32 and nothing
+          // else is waiting for it; otherwise .grad gets its own f32 copy.
           let g32: Tensor;
-          if (g.dtype === 'f32' && owned.has(g)) { g32 = g; owned.delete(g); }
+          if (g.dtype === 'f32' && owned.has(g) && holders.get(g) === 1) { g32 = g; owned.delete(g); }
           else g32 = m.cast(g, 'f32');
           if (t.grad) {
             const sum = m.add(t.grad, g32);
@@ -166,13 +183,13 @@ export function backward(output: Tensor, opts: BackwardOptions = {}): void {
             t.grad = keep(g32);
           }
         }
-        if (owned.has(g)) { g.dispose(); owned.delete(g); }
+        release(g);
         continue;
       }
       const raw = node.run(g);
       if (!opts.retainGraph) node.release();
       // Gradients in a broadcast shape are summed down to their input's shape; a rule's own
-      // tensor that this replaces is freed (never the incoming g, which is freed below).
+      // tensor that this replaces is freed (never the incoming g).
       const inGrads = raw.map((gi, i) => {
         const inp = node.inputs[i];
         if (!gi || !inp.requiresGrad || sameShape(gi.shape, inp.shape)) return gi;
@@ -181,30 +198,26 @@ export function backward(output: Tensor, opts: BackwardOptions = {}): void {
       });
       const stillUsed = new Set<Tensor | null>([g, ...inGrads]);
       for (const gi of new Set(raw)) if (gi && !stillUsed.has(gi)) gi.dispose();
-      // A rule may pass its incoming gradient through, or give one tensor to two inputs: copy
-      // those so that every gradient below has exactly one owner.
-      const seen = new Set<Tensor>([g]);
-      const fresh = inGrads.map((gi) => {
-        if (!gi) return null;
-        const own = seen.has(gi) ? m.cast(gi, gi.dtype === 'f16' ? 'f16' : 'f32') : gi;
-        seen.add(own);
-        return own;
-      });
-      if (owned.has(g)) { g.dispose(); owned.delete(g); }
+      // Everything the rule returned other than g itself is the walk's to free.
+      for (const gi of inGrads) if (gi && gi !== g) owned.add(gi);
       node.inputs.forEach((inp, i) => {
-        const gi = fresh[i];
-        if (!gi) return;
-        if (!inp.requiresGrad) { gi.dispose(); return; }
+        const gi = inGrads[i];
+        if (!gi || !inp.requiresGrad) return;
         const prev = grads.get(inp);
         if (prev) {
-          grads.set(inp, m.add(prev, gi));
-          if (owned.has(prev)) { prev.dispose(); owned.delete(prev); }
-          gi.dispose();
+          const sum = m.add(prev, gi);
+          owned.add(sum);
+          grads.set(inp, sum);
+          hold(sum);
+          release(prev);
         } else {
           grads.set(inp, gi);
+          hold(gi);
         }
-        owned.add(grads.get(inp)!);
       });
+      // Rule outputs no input took (an input that needs no gradient) are freed here.
+      for (const gi of new Set(inGrads)) if (gi && gi !== g && !holders.has(gi) && owned.has(gi)) { owned.delete(gi); gi.dispose(); }
+      release(g);
     }
   });
 }

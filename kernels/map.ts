@@ -22,7 +22,18 @@ export interface MapSpec {
   helpers?: string;
   /** All operands laid out contiguously in the same shape: skip index arithmetic. */
   contiguous: boolean;
+  /**
+   * Strided operands only: each invocation walks ROW_RUN elements along the last dim, decoding
+   * its position once (software adapters, where the per-element divisions of the one-element
+   * form dominate). The same values either way: an elementwise op has no order.
+   */
+  rows?: boolean;
 }
+
+/** Elements per invocation of the row form. */
+export const ROW_RUN = 16;
+/** Workgroup size of the row form. */
+export const ROW_WG = 64;
 
 const NAMES = ['a', 'b', 'c', 'd'];
 
@@ -42,7 +53,7 @@ export function mapLayout(nIn: number): ParamLayout {
 }
 
 export function mapKey(s: MapSpec): string {
-  return `map:${s.name}:${s.inTypes.join(',')}>${s.outType}:${s.ctype}:${s.contiguous ? 'c' : 's'}`;
+  return `map:${s.name}:${s.inTypes.join(',')}>${s.outType}:${s.ctype}:${s.contiguous ? 'c' : s.rows ? 'r' : 's'}`;
 }
 
 export function mapWGSL(s: MapSpec): string {
@@ -61,6 +72,7 @@ export function mapWGSL(s: MapSpec): string {
     ].join('\n');
   }
   const loads = s.inTypes.map((_, k) => `  let ${NAMES[k]} = ${s.ctype}(in${k}[o${k}]);`).join('\n');
+  if (!s.contiguous && s.rows) return rowsWGSL(s, reads, layout, addr, loads);
   return `${f16Enable(...s.inTypes, s.outType)}
 ${declareBindings(reads, [{ name: 'dst', type: s.outType }], layout)}
 ${s.helpers ?? ''}
@@ -70,6 +82,33 @@ ${MAIN_1D()}
 ${index}
 ${loads}
   dst[o${n}] = ${s.outType}(${s.expr});
+}
+`;
+}
+
+/** The row form: invocation id → (row q, run c of ROW_RUN elements along the last dim). */
+function rowsWGSL(s: MapSpec, reads: { name: string; type: DType }[], layout: ParamLayout, addr: string[], loads: string): string {
+  const n = s.inTypes.length;
+  const lastStride = (k: number) => at('P.strides', `${k * MAX_RANK}u + last`);
+  return `${f16Enable(...s.inTypes, s.outType)}
+${declareBindings(reads, [{ name: 'dst', type: s.outType }], layout)}
+${s.helpers ?? ''}
+${MAIN_1D(ROW_WG)}
+  let last = P.rank - 1u;
+  let L = ${at('P.shape', 'last')};
+  let runs = (L + ${ROW_RUN - 1}u) / ${ROW_RUN}u;
+  let id = gid * ${ROW_WG}u + lid;
+  if (id >= (P.n / L) * runs) { return; }
+  let q = id / runs;
+  let t0 = (id % runs) * ${ROW_RUN}u;
+${addr.map((o, k) => `  var ${o} = ${at('P.offs', `${k}u`)} + t0 * ${lastStride(k)};`).join('\n')}
+${stridedOffsets('q', 'P.shape', 'last', addr.map((o, k) => [o, (ud) => at('P.strides', `${k * MAX_RANK}u + ${ud}`)]))}
+  let t1 = min(t0 + ${ROW_RUN}u, L);
+  for (var t = t0; t < t1; t++) {
+  ${loads.split('\n').join('\n  ')}
+    dst[o${n}] = ${s.outType}(${s.expr});
+${addr.map((o, k) => `    ${o} += ${lastStride(k)};`).join('\n')}
+  }
 }
 `;
 }

@@ -33,7 +33,7 @@ export function builtinReward(name: string): RewardSpec {
  * anything else (and file: URLs) is left for import() to resolve as a package specifier.
  */
 export function resolveSpec(spec: RewardSpec, cwd = process.cwd()): RewardSpec {
-  if ('combine' in spec) return { combine: spec.combine.map((p) => ({ spec: resolveSpec(p.spec, cwd), weight: p.weight })) };
+  if ('combine' in spec) return { combine: spec.combine.map((p) => ({ ...p, spec: resolveSpec(p.spec, cwd) })) };
   if (typeof spec.module !== 'string' || typeof spec.export !== 'string') throw new Error(`resolveSpec: a reward spec needs {module, export} strings, got ${JSON.stringify(spec)}`);
   const m = spec.module;
   const isPath = !/^[a-z][a-z0-9+.-]*:/i.test(m) && (m.startsWith('.') || isAbsolute(m) || existsSync(resolve(cwd, m)));
@@ -62,7 +62,7 @@ function syntaxErrorAt(moduleUrl: string, e: Error): string {
 }
 
 /** import() of a reward module, its failure told with the file (and line, for syntax errors). */
-async function importModule(module: string): Promise<Record<string, unknown>> {
+export async function importModule(module: string): Promise<Record<string, unknown>> {
   try {
     return (await import(module)) as Record<string, unknown>;
   } catch (e) {
@@ -82,6 +82,7 @@ export async function loadReward(spec: RewardSpec): Promise<Reward> {
     const parts = await Promise.all(spec.combine.map(async (p) => ({ reward: await loadReward(p.spec), weight: p.weight })));
     return combineRewards(parts);
   }
+  if (spec.thread === 'main') throw new Error(`loadReward: ${spec.module}#${spec.export} runs in the trainer's thread (thread: 'main'); score it with RewardScorer, not in a worker`);
   const mod = await importModule(spec.module);
   let f = mod[spec.export];
   if (f === undefined) throw new Error(`loadReward: ${spec.module} has no export "${spec.export}" (exports: ${Object.keys(mod).join(', ') || 'none'})`);

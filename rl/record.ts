@@ -79,6 +79,10 @@ export interface EpochRecord {
   /** Samples dropped this epoch (reward NaN or threw after retries). */
   dropped: number;
   droppedReasons: string[];
+  /** A combined reward's parts: each part's mean over the epoch's samples it scored (before weighting). */
+  rewardParts?: Record<string, number>;
+  /** Counters the reward keeps (e.g. a service's requests, retries, failed samples), by part. */
+  rewardCounters?: Record<string, number>;
   /** Fixed-seed evaluation samples from the model that sampled this epoch (eval.every), NCHW in [0, 1]. */
   evalImages?: ImageBatch;
   /** [prompt, reward] under each evaluation image. */
@@ -116,4 +120,12 @@ export interface RunResult {
   /** The checkpoint written last (if any). */
   checkpoint: string | null;
   message?: string;
+}
+
+/** The record's rewardParts (per-part means) and rewardCounters, when there are any. */
+export function rewardDetails(parts: readonly { name: string; rewards: readonly number[] }[] | undefined, counters: Record<string, number>): Pick<EpochRecord, 'rewardParts' | 'rewardCounters'> {
+  const out: Pick<EpochRecord, 'rewardParts' | 'rewardCounters'> = {};
+  if (parts?.length) out.rewardParts = Object.fromEntries(parts.map((p) => [p.name, rewardStats(p.rewards).mean]));
+  if (Object.keys(counters).length) out.rewardCounters = counters;
+  return out;
 }

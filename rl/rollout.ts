@@ -22,7 +22,8 @@ import { SampleOptions, SampleResult, TextEmbeddingCache, Trajectory, sample } f
 import { ImageBatch, Metadata } from '../rewards/types.js';
 import { ResolvedConfig, isDDPO } from './config.js';
 import { PromptFn, PromptRng, PromptRngState, samplePrompts } from './prompts.js';
-import { RewardScorer, Scored } from './scoring.js';
+import { PartScores, RewardScorer, Scored } from './scoring.js';
+import { concatParts } from '../rewards/scorer.js';
 
 /** The epoch's samples, concatenated over its sampling batches. */
 export interface EpochSamples {
@@ -78,6 +79,8 @@ export interface Rollout {
   metadata: Metadata[];
   /** Per sample, NaN where dropped. */
   rewards: number[];
+  /** A combined reward's parts, per sample. */
+  rewardParts?: PartScores[];
   droppedReasons: string[];
   eval: EvalSamples | null;
   /** sampling: until the last batch was sampled; reward: the wait for rewards after that; rewardCompute: the scoring's own time, summed over batches (it overlaps sampling). */
@@ -224,6 +227,7 @@ export class Sampler {
         batches, metadata,
         prompts: batches.flatMap((x) => x.prompts),
         rewards: scored.flatMap((x) => x.rewards),
+        rewardParts: concatParts(scored),
         droppedReasons: scored.flatMap((x) => x.dropped.map((d) => d.reason)),
         eval: evalImages && evalScored ? { images: evalImages, prompts: evalPrompts, rewards: evalScored.rewards } : null,
         seconds: { sampling: (tSampled - tStart) / 1000, reward: (tRewarded - tSampled) / 1000, rewardCompute: scoringTime },

@@ -30,7 +30,7 @@ import { StatTracker, StatTrackerState, epochAdvantages, statTrackerFor } from '
 import { Overrides, ResolvedConfig, isDDPO, promptFn, resolveConfig, resumeConfig, rewardSpec } from './config.js';
 import { CheckpointFile, loadCheckpointWeights, loadOptimizerState, readCheckpoint, recoverCheckpoint, saveCheckpoint } from './checkpoint.js';
 import { PromptFn, PromptRng, PromptRngState, samplePrompts } from './prompts.js';
-import { EpochRecord, FailedEpoch, RunResult, statsOf } from './record.js';
+import { EpochRecord, FailedEpoch, RunResult, rewardDetails, statsOf } from './record.js';
 import { nonFiniteCounts } from '../engine/finite.js';
 import { deriveSeed } from './rng.js';
 import { Sampler, collate, disposeSamples } from './rollout.js';
@@ -100,7 +100,14 @@ export class Trainer {
     this.update = new PolicyUpdate(this.sd, config, lora);
     this.cache = new TextEmbeddingCache(this.sd);
     const ro = config.reward_options;
-    this.scorer = new RewardScorer(opts.reward ?? rewardSpec(config.reward), ro.max_retries, ro.timeout_s * 1000, { workers: ro.workers ?? undefined, ...opts.rewardPool });
+    this.scorer = new RewardScorer(opts.reward ?? rewardSpec(config.reward), {
+      retries: ro.max_retries,
+      // The whole scoring of a batch, retries included (rewards/scorer.ts).
+      timeoutMs: ro.timeout_s * 1000,
+      pool: { workers: ro.workers ?? undefined, ...opts.rewardPool },
+      // Main-thread rewards (GPU models, service clients) run on the training device.
+      context: { device: this.device, log: (m) => this.log(m) },
+    });
     const evalRng = new PromptRng(deriveSeed(config.eval.seed, 7));
     const evalPrompts = config.eval.prompts?.length ? [...config.eval.prompts] : samplePrompts(prompts, evalRng, Math.max(config.eval.n, 1)).prompts;
     this.sampler = new Sampler(this.sd, config, prompts, evalPrompts, this.scorer, this.cache, new PromptRng(deriveSeed(config.seed, 1)));
@@ -276,6 +283,8 @@ export class Trainer {
     try {
       const progress = (phase: 'sampling' | 'training') => (done: number, total: number) => this.opts.onProgress?.({ epoch, phase, done, total });
       const outcome = await this.sampler.sampleEpoch(epoch, () => this.stopRequested, progress('sampling'));
+      // The reward's transient memory (and, if asked, its weights) goes back before training.
+      await this.scorer.endEpoch();
       if (outcome.status === 'stopped') {
         await fail('stopped', 'stopped while sampling; the epoch is redone on resume');
         return { status: 'stopped' };
@@ -332,6 +341,7 @@ export class Trainer {
         samplesPerSecond: n / ((tTrained - tStart) / 1000),
         memory: { liveBytes: mem.liveBytes, peakTotalBytes: mem.peakTotalBytes },
         dropped, droppedReasons: droppedReasons.slice(0, 10),
+        ...rewardDetails(r.rewardParts, this.scorer.takeStats()),
       };
       if (c.train.kl_coef > 0) record.kl = m.kl;
       if (r.eval) {
@@ -416,7 +426,8 @@ export class NonFiniteStateError extends Error {
  */
 export function epochLine(r: EpochRecord, c: ResolvedConfig): string {
   const rs = statsOf(r.rewards);
-  const parts = [`reward ${rs.mean.toFixed(4)} ± ${rs.std.toFixed(4)}`];
+  const rewardParts = r.rewardParts ? ` (${Object.entries(r.rewardParts).map(([k, v]) => `${k} ${v.toFixed(4)}`).join(', ')})` : '';
+  const parts = [`reward ${rs.mean.toFixed(4)} ± ${rs.std.toFixed(4)}${rewardParts}`];
   if (r.dropped) parts.push(`${r.dropped} dropped`);
   if (isDDPO(c.algorithm) && r.optimizerSteps <= 1) parts.push(`grad norm ${r.gradNorm.toExponential(3)}`);
   else parts.push(`loss ${r.loss.toExponential(3)}`, `grad norm ${r.gradNorm.toExponential(3)}`);

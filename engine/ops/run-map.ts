@@ -5,7 +5,8 @@ import { planChunks } from '../chunk.js';
 import { MAX_RANK, contiguousStrides, fmt } from '../shape.js';
 import { Tensor } from '../tensor.js';
 import { WG, grid } from '../../kernels/common.js';
-import { MapSpec, mapKey, mapLayout, mapWGSL } from '../../kernels/map.js';
+import { MapSpec, ROW_RUN, ROW_WG, mapKey, mapLayout, mapWGSL } from '../../kernels/map.js';
+import { kernelFamily } from '../kernel-family.js';
 
 export interface MapOperand {
   t: Tensor;
@@ -21,6 +22,25 @@ function isContiguous(shape: readonly number[], strides: readonly number[]): boo
   return shape.every((d, i) => d === 1 || strides[i] === c[i]);
 }
 
+/**
+ * Drops size-1 dims and merges neighbours that every operand steps over exactly (stride_d =
+ * stride_{d+1}·shape_{d+1}): fewer dims to decode per element, the same elements. At least one
+ * dim is left.
+ */
+function mergeDims<O extends { strides: readonly number[] }>(shape: readonly number[], ops: readonly O[]): { shape: number[]; operands: O[] } {
+  const keep = shape.map((d) => d !== 1);
+  let sh = shape.filter((_, i) => keep[i]);
+  let st = ops.map((o) => o.strides.filter((_, i) => keep[i]));
+  for (let i = sh.length - 2; i >= 0; i--) {
+    if (st.every((s) => s[i] === s[i + 1] * sh[i + 1])) {
+      sh = [...sh.slice(0, i), sh[i] * sh[i + 1], ...sh.slice(i + 2)];
+      st = st.map((s) => [...s.slice(0, i), s[i + 1], ...s.slice(i + 2)]);
+    }
+  }
+  if (!sh.length) { sh = [1]; st = st.map(() => [0]); }
+  return { shape: sh, operands: ops.map((o, k) => ({ ...o, strides: st[k] })) };
+}
+
 /** out (viewed through output.strides) = kernel(inputs) over `shape`. */
 export function runMap(kernel: MapKernel, shape: readonly number[], inputs: readonly MapOperand[], output: MapOperand, scalars: readonly [number, number] = [0, 0], label?: string): void {
   const all = [...inputs, output];
@@ -34,10 +54,12 @@ export function runMap(kernel: MapKernel, shape: readonly number[], inputs: read
     strides: o.strides, offset: o.offset ?? 0, elementBytes: bytesOf(o.t.dtype), bufferBytes: buffers[k].size,
   })), dev.maxBindingBytes, dev.limits.minStorageBufferOffsetAlignment);
   const layout = mapLayout(inputs.length);
-  for (const ch of chunks) {
+  const rows = kernelFamily(dev) === 'software';
+  for (const ch0 of chunks) {
+    const ch = { ...ch0, ...mergeDims(ch0.shape, ch0.operands) };
     const n = ch.shape.reduce((a, b) => a * b, 1);
     const contiguous = ch.operands.every((o) => isContiguous(ch.shape, o.strides));
-    const spec: MapSpec = { ...kernel, contiguous };
+    const spec: MapSpec = { ...kernel, contiguous, rows: rows && !contiguous };
     const strides = new Array<number>(MAX_RANK * all.length).fill(0);
     ch.operands.forEach((o, k) => o.strides.forEach((s, d) => { strides[k * MAX_RANK + d] = s; }));
     dev.dispatch({
@@ -47,7 +69,7 @@ export function runMap(kernel: MapKernel, shape: readonly number[], inputs: read
       reads: ch.operands.slice(0, inputs.length).map((o, k) => ({ buffer: buffers[k], offset: o.windowOffset, size: o.windowSize })),
       writes: [{ buffer: buffers[inputs.length], offset: ch.operands[inputs.length].windowOffset, size: ch.operands[inputs.length].windowSize }],
       params: layout.pack({ shape: ch.shape, strides, offs: ch.operands.map((o) => o.offset), n, rank: ch.shape.length, obase: ch.operands[inputs.length].windowOffset / bytesOf(output.t.dtype), s0: scalars[0], s1: scalars[1] }),
-      groups: grid(Math.ceil(n / WG), dev.limits.maxComputeWorkgroupsPerDimension),
+      groups: grid(spec.rows ? Math.ceil(((n / ch.shape[ch.shape.length - 1]) * Math.ceil(ch.shape[ch.shape.length - 1] / ROW_RUN)) / ROW_WG) : Math.ceil(n / WG), dev.limits.maxComputeWorkgroupsPerDimension),
     });
   }
 }
