@@ -193,7 +193,7 @@ s('a hanging reward: the timeout bounds the whole scoring (retries included), in
   const dir = mkdtempSync(join(scratch, 'rw-'));
   writeFileSync(join(dir, 'hang.mjs'), 'export function hang() { for (;;) {} }\n');
   const images: ImageBatch = { data: new Float32Array(2 * 3 * 4 * 4), n: 2, c: 3, h: 4, w: 4 };
-  const pool = new RewardScorer({ module: join(dir, 'hang.mjs'), export: 'hang' }, 2, 1000, { workers: 1 });
+  const pool = new RewardScorer({ module: join(dir, 'hang.mjs'), export: 'hang' }, { retries: 2, timeoutMs: 1000, pool: { workers: 1 } });
   try {
     await pool.ready();
     const t0 = performance.now();
@@ -209,7 +209,7 @@ s('a hanging reward: the timeout bounds the whole scoring (retries included), in
   } finally {
     await pool.close();
   }
-  const inThread = new RewardScorer(() => new Promise<number[]>(() => {}), 2, 300);
+  const inThread = new RewardScorer(() => new Promise<number[]>(() => {}), { retries: 2, timeoutMs: 300 });
   const t2 = performance.now();
   const r2 = await inThread.score('d', images, ['a', 'b'], [{}, {}]);
   assert.ok(performance.now() - t2 < 1000, 'no retry after a timeout');
