@@ -20,6 +20,15 @@ import { CONFIG_NAMES, PART_NAMES, PartName, namedConfig } from '../diffusion/co
 import { parseUnetConfig, unetParameterShapes } from '../diffusion/models/unet-config.js';
 import { parseVaeConfig, vaeParameterShapes } from '../diffusion/models/vae.js';
 import { clipTextParameterShapes, parseClipTextConfig } from '../diffusion/models/clip-text.js';
+import { CLIP_CONFIG_NAMES, inspectClipConfig, inspectClipFolder, isClipConfigName } from './inspect-clip.js';
+
+/** A CLIPModel / CLIPVisionModelWithProjection folder (its config.json says so). */
+function isClipFolder(dir: string): boolean {
+  const p = join(dir, 'config.json');
+  if (!existsSync(p) || existsSync(join(dir, 'model_index.json'))) return false;
+  const c = readJson(p);
+  return c.model_type === 'clip' || c.model_type === 'clip_vision_model';
+}
 
 export interface ParamInfo {
   /** The current name (what our model and current diffusers/transformers call it). */
@@ -32,7 +41,8 @@ export interface ParamInfo {
 }
 
 export interface PartReport {
-  part: PartName;
+  /** An SD part, or a CLIP model (cli/inspect-clip.ts): 'clip' (CLIPModel) or 'vision' (CLIPVisionModelWithProjection). */
+  part: PartName | 'clip' | 'vision';
   /** The weights file, or `config <name>`. */
   source: string;
   params: ParamInfo[];
@@ -266,8 +276,11 @@ export async function inspectCommand(dir: string | undefined, o: InspectCliOptio
   if (o.part !== undefined && !(PART_NAMES as readonly string[]).includes(o.part)) throw new Error(`--part ${o.part}: expected one of ${PART_NAMES.join(', ')}`);
   const parts = o.part ? [o.part as PartName] : PART_NAMES;
   if (dir && o.config) throw new Error('give a folder or --config NAME, not both');
-  if (!dir && !o.config) throw new Error(`give a diffusers folder or --config ${CONFIG_NAMES.join('|')}`);
-  const reports = o.config ? inspectConfig(o.config, parts) : await inspectFolder(dir!, parts);
+  if (!dir && !o.config) throw new Error(`give a diffusers folder or --config ${[...CONFIG_NAMES, ...CLIP_CONFIG_NAMES].join('|')}`);
+  const clip = o.config ? isClipConfigName(o.config) : isClipFolder(dir!);
+  if (clip && o.part) throw new Error('--part applies to Stable Diffusion folders and configs, not to CLIP');
+  const reports = clip ? (o.config ? inspectClipConfig(o.config) : [await inspectClipFolder(dir!)])
+    : o.config ? inspectConfig(o.config, parts) : await inspectFolder(dir!, parts);
   const problems = reports.flatMap((r) => r.problems.map((p) => `${r.part}: ${p}`));
   if (o.json) out(JSON.stringify(reportsToJson(reports, !!o.part)));
   else out(formatReports(reports, { summary: o.summary }));
