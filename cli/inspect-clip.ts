@@ -5,14 +5,11 @@
 
 import { join } from 'node:path';
 import { readSafetensorsHeader } from '../engine/safetensors.js';
-import { fmt } from '../engine/shape.js';
 import { clipModelShapes, clipVisionWithProjectionShapes, vitL14ClipConfig, vitL14VisionConfig } from '../diffusion/models/clip-vision-config.js';
 import { readClipFolderConfig } from '../diffusion/models/clip-vision-io.js';
-import type { PartReport } from './inspect.js';
+import { PartReport, checkHeaderInto } from './inspect.js';
 
 export const CLIP_CONFIG_NAMES = ['clip-vit-l-14', 'clip-vit-l-14-vision'] as const;
-
-const FLOAT = new Set(['F64', 'F32', 'F16', 'BF16']);
 
 export function isClipConfigName(name: string): boolean {
   return (CLIP_CONFIG_NAMES as readonly string[]).includes(name);
@@ -32,20 +29,6 @@ export async function inspectClipFolder(dir: string): Promise<PartReport> {
   const expected = new Map(info.kind === 'clip' ? clipModelShapes(info.config) : clipVisionWithProjectionShapes(info.config));
   let header;
   try { header = await readSafetensorsHeader(report.source); } catch (e) { report.problems.push((e as Error).message); return report; }
-  const unexpected: string[] = [], bad: string[] = [];
-  for (const [key, e] of header.tensors) {
-    if (key.endsWith('embeddings.position_ids')) continue;
-    const want = expected.get(key);
-    if (!want) { unexpected.push(key); continue; }
-    report.params.push({ name: key, shape: [...e.shape], dtype: e.dtype });
-    if (e.shape.join() !== want.join()) bad.push(`${key}: shape ${fmt(e.shape)} in the file, ${fmt(want)} expected by the config`);
-    else if (!FLOAT.has(e.dtype)) bad.push(`${key}: dtype ${e.dtype} is not a float type`);
-  }
-  const missing = [...expected.keys()].filter((n) => !header.tensors.has(n));
-  if (missing.length) report.problems.push(`missing keys (${missing.length}): ${missing.join(', ')}`);
-  if (unexpected.length) report.problems.push(`unexpected keys (${unexpected.length}): ${unexpected.join(', ')}`);
-  if (bad.length) report.problems.push(`mis-shaped or bad keys (${bad.length}):\n      ${bad.join('\n      ')}`);
-  const order = new Map([...expected.keys()].map((k, i) => [k, i]));
-  report.params.sort((a, b) => (order.get(a.name) ?? 0) - (order.get(b.name) ?? 0));
+  checkHeaderInto(report, header, expected, (key) => (key.endsWith('embeddings.position_ids') ? null : key));
   return report;
 }

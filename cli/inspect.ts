@@ -14,13 +14,14 @@
 
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { readSafetensorsHeader } from '../engine/safetensors.js';
+import { SafetensorsHeader, readSafetensorsHeader } from '../engine/safetensors.js';
 import { fmt } from '../engine/shape.js';
 import { CONFIG_NAMES, PART_NAMES, PartName, namedConfig } from '../diffusion/configs.js';
 import { parseUnetConfig, unetParameterShapes } from '../diffusion/models/unet-config.js';
 import { parseVaeConfig, vaeParameterShapes } from '../diffusion/models/vae.js';
 import { clipTextParameterShapes, parseClipTextConfig } from '../diffusion/models/clip-text.js';
 import { CLIP_CONFIG_NAMES, inspectClipConfig, inspectClipFolder, isClipConfigName } from './inspect-clip.js';
+import { compareHeader } from '../diffusion/models/checked-load.js';
 
 /** A CLIPModel / CLIPVisionModelWithProjection folder (its config.json says so). */
 function isClipFolder(dir: string): boolean {
@@ -56,7 +57,6 @@ const WEIGHT_FILES: Record<PartName, string[]> = {
   text_encoder: ['model.safetensors', 'model.fp16.safetensors'],
 };
 
-const FLOAT_DTYPES = new Set(['F64', 'F32', 'F16', 'BF16']);
 const BYTES: Record<string, number> = { F64: 8, I64: 8, U64: 8, F32: 4, I32: 4, U32: 4, f32: 4, i32: 4, u32: 4, F16: 2, BF16: 2, I16: 2, U16: 2, f16: 2, I8: 1, U8: 1, BOOL: 1, F8_E4M3: 1, F8_E5M2: 1 };
 
 const numel = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1);
@@ -118,6 +118,26 @@ function partOfConfig(cfg: Record<string, unknown>): PartName | null {
   return null;
 }
 
+/**
+ * Fills `report` from a weights header: its parameters (current names, in the model's order) and
+ * every missing, unexpected, duplicated, mis-shaped or non-float key. `nameOf` maps a file key to
+ * the current name (null: a buffer the loaders skip).
+ */
+export function checkHeaderInto(report: PartReport, header: SafetensorsHeader, expected: ReadonlyMap<string, number[]>, nameOf: (key: string) => string | null,
+  fits: (name: string, got: readonly number[], want: readonly number[]) => boolean = (_n, got, want) => got.join() === want.join()): void {
+  const { fileKey, missing, unexpected, bad } = compareHeader(header, expected, nameOf, fits);
+  for (const [name, key] of fileKey) {
+    const entry = header.tensors.get(key)!;
+    report.params.push({ name, ...(name !== key ? { fileName: key } : {}), shape: [...entry.shape], dtype: entry.dtype });
+  }
+  if (missing.length) report.problems.push(`missing keys (${missing.length}): ${missing.join(', ')}`);
+  if (unexpected.length) report.problems.push(`unexpected keys (${unexpected.length}): ${unexpected.join(', ')}`);
+  if (bad.length) report.problems.push(`mis-shaped or bad keys (${bad.length}):\n      ${bad.join('\n      ')}`);
+  // List in the model's order (the file's is alphabetical or by offset).
+  const order = new Map([...expected.keys()].map((k, i) => [k, i]));
+  report.params.sort((a, b) => (order.get(a.name) ?? 0) - (order.get(b.name) ?? 0));
+}
+
 /** Checks one component folder's weights file against its config from the header alone. */
 export async function inspectPartFolder(part: PartName, folder: string): Promise<PartReport> {
   const report: PartReport = { part, source: folder, params: [], problems: [] };
@@ -142,27 +162,7 @@ export async function inspectPartFolder(part: PartName, folder: string): Promise
     return report;
   }
   const fileKeys = new Set(header.tensors.keys());
-  const seen = new Map<string, string>();
-  const unexpected: string[] = [], bad: string[] = [];
-  for (const [key, entry] of header.tensors) {
-    const name = currentName(part, key, fileKeys);
-    if (name === null) continue;
-    const want = expected.get(name);
-    if (!want) { unexpected.push(key); continue; }
-    const prev = seen.get(name);
-    if (prev !== undefined) { bad.push(`${name}: given twice (as "${prev}" and "${key}")`); continue; }
-    seen.set(name, key);
-    report.params.push({ name, ...(name !== key ? { fileName: key } : {}), shape: [...entry.shape], dtype: entry.dtype });
-    if (!shapeFits(part, name, entry.shape, want)) bad.push(`${key}: shape ${fmt(entry.shape)} in the file, ${fmt(want)} expected by the config`);
-    else if (!FLOAT_DTYPES.has(entry.dtype)) bad.push(`${key}: dtype ${entry.dtype} is not a float type`);
-  }
-  const missing = [...expected.keys()].filter((n) => !seen.has(n));
-  if (missing.length) report.problems.push(`missing keys (${missing.length}): ${missing.join(', ')}`);
-  if (unexpected.length) report.problems.push(`unexpected keys (${unexpected.length}): ${unexpected.join(', ')}`);
-  if (bad.length) report.problems.push(`mis-shaped or bad keys (${bad.length}):\n      ${bad.join('\n      ')}`);
-  // List in the model's order (the file's is alphabetical or by offset).
-  const order = new Map([...expected.keys()].map((k, i) => [k, i]));
-  report.params.sort((a, b) => (order.get(a.name) ?? 0) - (order.get(b.name) ?? 0));
+  checkHeaderInto(report, header, expected, (key) => currentName(part, key, fileKeys), (name, got, want) => shapeFits(part, name, got, want));
   return report;
 }
 
