@@ -118,6 +118,9 @@ s('reward-server --reward: a name, JSON, PATH#EXPORT (with --args / --thread); t
   const m = parseRewardArg(`${modPath}#make`, '[3]', 'main') as { module: string; export: string; args: unknown[]; thread: string };
   assert.equal([m.export, m.args, m.thread], ['make', [3], 'main']);
   await assertThrows(() => Promise.resolve(parseRewardArg('aesthetic')), /'aesthetic' takes options/);
+  // The same checks guard run configs: before anything loads.
+  await assertThrows(() => Promise.resolve(resolveConfig({ reward: { combine: [{ reward: { aesthetic: { clip: 'c', head: 'h', batch_size: 0 } }, weight: 1 }] } })), /reward\.combine\[0\]\.reward\.aesthetic\.batch_size: expected an integer ≥ 1/);
+  await assertThrows(() => Promise.resolve(resolveConfig({ reward: { service: { url: 'http://x', timeout_s: -1 } } })), /reward\.service\.timeout_s: expected a positive number/);
   await assertThrows(() => Promise.resolve(parseRewardArg('{"aesthetic": {"clip": "x"}}')), /reward\.aesthetic\.head: missing/);
   await assertThrows(() => Promise.resolve(parseRewardArg(`${modPath}#make`, 'nope')), /--args: not valid JSON/);
   const { server } = await startRewardServerCommand({ reward: `${modPath}#make`, args: '[0]', thread: 'main', port: 0 }, () => {});
