@@ -9,6 +9,7 @@ import { inspectCommand } from './inspect.js';
 import { configCommand, evalCommand, trainCommand } from './train.js';
 import { dataEmojiCommand, dataImagesCommand } from './data.js';
 import { exportCommand, pretrainCommand } from './pretrain.js';
+import { rewardServerCommand } from './reward-server.js';
 
 process.env.XDG_RUNTIME_DIR ??= '/tmp';
 
@@ -59,8 +60,8 @@ program.command('sample')
 
 program.command('inspect')
   .description('parameter names, shapes, dtypes and counts of a diffusers folder (headers only; checked against its configs) or of a named config')
-  .argument('[dir]', 'pipeline folder (model_index.json, unet/, vae/, text_encoder/), one component folder, or (with --check-values) a .safetensors file or checkpoint folder')
-  .option('--config <name>', 'a named config instead of a folder: sd-v1, tiny or small')
+  .argument('[dir]', 'pipeline folder (model_index.json, unet/, vae/, text_encoder/), one component folder, a CLIP folder, or (with --check-values) a .safetensors file or checkpoint folder')
+  .option('--config <name>', 'a named config instead of a folder: sd-v1, tiny, small, clip-vit-l-14 (CLIPModel) or clip-vit-l-14-vision (CLIPVisionModelWithProjection)')
   .option('--part <part>', 'only unet, vae or text_encoder')
   .option('--json', 'print { name: shape } (one part) or { part: { name: shape } }')
   .option('--summary', 'counts per top-level module only, no per-parameter lines')
@@ -75,7 +76,7 @@ const trainFlags = (c: Command) => c
   .option('--model <dir>', "diffusers folder, or 'tiny' (config key model)")
   .option('--algorithm <name>', "'ddpo-is', 'ddpo-sf', 'rwr' or 'rwr-sparse'")
   .option('--prompts <set>', "'simple_animals', 'animal_activities', FILE or FILE:FROM-TO")
-  .option('--reward <name>', "'jpeg_compressibility' or 'jpeg_incompressibility' (or JSON)")
+  .option('--reward <name>', "a built-in name ('jpeg_compressibility', 'brightness', ...) or a reward config as JSON (e.g. '{\"aesthetic\": {...}}')")
   .option('--seed <n>', 'seed of every random stream', int)
   .option('--dtype <t>', 'frozen base weights: f32 or f16')
   .option('--adapter <which>', "'auto', 'gpu', 'cpu' or part of an adapter's name");
@@ -146,6 +147,17 @@ program.command('export')
   .option('--dtype <t>', 'weights f32 or f16', 'f32')
   .option('--adapter <which>', "'auto', 'gpu', 'cpu' or part of an adapter's name")
   .action(async (opts) => { process.exitCode = await exportCommand(opts); });
+program.command('reward-server')
+  .description('serve a reward over HTTP (rewards/service/README.md) for `reward: {"service": {"url": ...}}` runs or any client')
+  .requiredOption('--reward <reward>', "a built-in name, a reward config as JSON (e.g. '{\"aesthetic\": {\"clip\": DIR, \"head\": FILE}}'), or PATH#EXPORT")
+  .requiredOption('--port <n>', 'port to listen on (0: any free port, printed)', int)
+  .option('--host <addr>', 'address to listen on (0.0.0.0 to serve other machines)', '127.0.0.1')
+  .option('--args <json>', 'PATH#EXPORT: a JSON list of arguments for the factory')
+  .option('--thread <where>', "PATH#EXPORT: 'worker' (default) or 'main' (the factory gets {device} after its args)")
+  .option('--workers <n>', 'worker threads for worker rewards', int)
+  .option('--retries <n>', 'rescoring rounds for samples the reward drops (default 1)', int)
+  .option('--adapter <which>', "'auto', 'gpu', 'cpu' or part of an adapter's name (for rewards on the GPU)")
+  .action(async (opts) => { process.exitCode = await rewardServerCommand(opts); });
 
 trainFlags(program.command('config')
   .description('print the resolved run config (defaults < --config < flags), or with --docs every option and its default'))

@@ -19,7 +19,7 @@ import { TextEmbeddingCache, sample } from '../diffusion/pipeline.js';
 import { LORA_WEIGHT_NAME, loadUnetLoRA } from '../diffusion/lora-io.js';
 import { injectUnetLoRA, unetLoRAStateDict } from '../diffusion/models/unet.js';
 import { loadCheckpointWeights, readCheckpoint, recoverCheckpoint } from '../rl/checkpoint.js';
-import { RewardPool } from '../rewards/pool.js';
+import { RewardScorer } from '../rewards/scorer.js';
 import { createTinyPipeline } from '../rl/tiny-model.js';
 import { PromptRng, samplePrompts } from '../rl/prompts.js';
 import {
@@ -311,7 +311,12 @@ export async function evalCommand(o: EvalCliOptions): Promise<number> {
   console.log(`device: ${device.adapterName}`);
   const sd = await loadModel(cfg, device);
   const weights = await loadCheckpointInto(sd, ckpt, cfg);
-  const pool = new RewardPool(rewardSpec(cfg.reward), { workers: cfg.reward_options.workers ?? undefined, timeoutMs: cfg.reward_options.timeout_s * 1000 });
+  // Worker parts in pools, GPU and service rewards in this thread on the same device.
+  const scorer = new RewardScorer(rewardSpec(cfg.reward), {
+    retries: cfg.reward_options.max_retries,
+    pool: { workers: cfg.reward_options.workers ?? undefined, timeoutMs: cfg.reward_options.timeout_s * 1000 },
+    context: { device, log: (m) => console.error(m) },
+  });
   const cache = new TextEmbeddingCache(sd);
   const batch = o.batch ?? cfg.sample.batch_size;
   const rewards: number[] = [];
@@ -319,7 +324,7 @@ export async function evalCommand(o: EvalCliOptions): Promise<number> {
   const progress = new Progress(prompts.length, 'eval', 'sample');
   const t0 = performance.now();
   try {
-    await pool.ready();
+    await scorer.ready();
     for (let i = 0; i < prompts.length; i += batch) {
       const ps = prompts.slice(i, i + batch);
       const r = sample(sd, { prompts: ps, steps: cfg.sample.steps, eta: cfg.sample.eta, guidance: cfg.sample.guidance, seed: o.seed, firstSample: i, cache });
@@ -331,13 +336,13 @@ export async function evalCommand(o: EvalCliOptions): Promise<number> {
       if (bad.length) throw new Error(`eval sample ${i + bad[0].index} ("${bad[0].prompt}"): ${bad[0].message}; the checkpoint's weights (or the base model's) compute NaN/Inf: check them with \`ddpo inspect --check-values ${ckpt}\``);
       // Scoring overlaps the next batch's sampling; results land at their sample's index.
       const at = i;
-      scoring.push(pool.submit(at, { data, n, c, h, w }, ps).then((vals) => { vals.forEach((v, k) => { rewards[at + k] = v; }); }));
+      scoring.push(scorer.score(`eval-${at}`, { data, n, c, h, w }, ps, ps.map(() => ({}))).then((r) => { r.rewards.forEach((v, k) => { rewards[at + k] = v; }); }));
       progress.update(Math.min(i + batch, prompts.length));
     }
     await Promise.all(scoring);
   } finally {
     cache.dispose();
-    await pool.close();
+    await scorer.close();
     disposeStableDiffusion(sd);
     device.destroy();
   }

@@ -17,6 +17,7 @@ import {
 import { hostParams, linear64, randomizeModule } from './clip-ref64.js';
 import { TINY_CLIP_JSON, numel, tinyClip, tinyVision, vision64, writeFolder } from './clip-fixtures.js';
 import { assertClose, assertThrows, randArray, repoRoot, testDevice } from './helpers.js';
+import { inspectCommand } from '../cli/inspect.js';
 
 const dev = await testDevice();
 const s = suite('clip-vision');
@@ -204,6 +205,23 @@ s('loading errors name the folder, file and keys: missing folder, CLIPVisionMode
   writeFileSync(join(extraDir, 'config.json'), JSON.stringify({ model_type: 'bert' }));
   await assertThrows(() => loadClipModel(extraDir), /not a CLIPModel nor a CLIPVisionModelWithProjection config/);
   src.dispose();
+});
+
+s('ddpo inspect: --config clip-vit-l-14 prints ViT-L/14\'s names and shapes; a CLIP folder is checked from its header', async () => {
+  const out: string[] = [], err: string[] = [];
+  assert.is(await inspectCommand(undefined, { config: 'clip-vit-l-14', json: true }, (t) => out.push(t), (t) => err.push(t)), 0);
+  const json = JSON.parse(out[0]) as Record<string, Record<string, number[]>>;
+  assert.equal(Object.entries(json.clip), clipModelShapes(vitL14ClipConfig()));
+  out.length = 0;
+  assert.is(await inspectCommand(undefined, { config: 'clip-vit-l-14-vision', summary: true }, (t) => out.push(t)), 0);
+  assert.match(out[0], /392 tensors, 303,966,208 parameters/);
+  const src = new ClipModel(tinyClip(), { seed: 9 });
+  const folder = join(dir, 'inspect-clip');
+  await writeFolder(folder, TINY_CLIP_JSON, src, { buffers: [['vision_model.embeddings.position_ids', 10]], reshape: { 'text_projection.weight': [5, 7] } });
+  src.dispose();
+  out.length = 0;
+  assert.is(await inspectCommand(folder, {}, (t) => out.push(t), (t) => err.push(t)), 1);
+  assert.match(err.join('\n'), /text_projection\.weight: shape \[5,7\] in the file, \[5,6\] expected/);
 });
 
 s('forward rejects pixel values of the wrong size, naming the expected shape', async () => {

@@ -35,7 +35,7 @@ type Behaviour = 'ok' | 'malformed' | 'wrong-length' | 'wrong-id' | 'hang' | 'dr
 interface FaultServer {
   url: string;
   /** Every request, in arrival order. */
-  seen: { id: string; n: number; behaviour: Behaviour }[];
+  seen: { id: string; n: number; prompts: string[]; behaviour: Behaviour }[];
   /** Most requests in flight at once. */
   maxInFlight: number;
   /** Late answers the server tried to write after the client had gone. */
@@ -57,7 +57,7 @@ async function faultServer(script: (n: number, req: ScoreRequest) => Behaviour):
     req.on('end', () => {
       const r = JSON.parse(Buffer.concat(chunks).toString()) as ScoreRequest;
       const b = script(fs.seen.length, r);
-      fs.seen.push({ id: r.id, n: r.images.length, behaviour: b });
+      fs.seen.push({ id: r.id, n: r.images.length, prompts: r.prompts, behaviour: b });
       inFlight++;
       fs.maxInFlight = Math.max(fs.maxInFlight, inFlight);
       const answer = (body: unknown, status = 200) => {
@@ -91,15 +91,23 @@ function batchOf(n: number, seed = 1): { images: ImageBatch; prompts: string[]; 
   return { images, prompts: Array.from({ length: n }, (_, i) => `sample ${i}`), metadata: Array.from({ length: n }, (_, i) => ({ i })) };
 }
 
-// A per-attempt timeout of 1 s: short enough for the hang cases, long enough that a loaded
-// machine (the suite shares two cores) does not time out a healthy request.
-const FAST: Omit<ServiceClientOptions, 'url'> = { batch_size: 8, concurrency: 2, timeout_s: 1, retries: 3, backoff_s: 0.02, max_backoff_s: 0.1, encoderWorkers: 0, random: () => 0.5 };
+const FAST: Omit<ServiceClientOptions, 'url'> = { batch_size: 8, concurrency: 2, timeout_s: 1, retries: 3, backoff_s: 0.02, max_backoff_s: 0.1, encoderWorkers: 1, random: () => 0.5 };
+// (JPEG encoding on a worker thread, as in the trainer: encoding on this thread would block it and
+// eat into the other requests' timeouts. 1 s per attempt: short enough for the hang cases, long
+// enough that the suite's loaded two cores do not time out a healthy request.)
 const expected = (n: number) => Array.from({ length: n }, (_, i) => i);
 
+// fetch loads and compiles its HTTP stack on first use (a few hundred ms on a busy 2-core machine):
+// do that before the timed tests, so their 1 s timeouts measure the server.
+{
+  const warm = await faultServer(() => 'ok');
+  await (await fetch(`${warm.url}/health`)).text();
+  await warm.close();
+}
+
 s('happy path: requests of batch_size, answers in order, at most `concurrency` in flight, one id per request', async () => {
-  const fs = await faultServer(() => 'ok');
-  // Encoding on this thread (encoderWorkers 0) blocks it while another request is in flight: a
-  // generous timeout here; the trainer's client encodes on worker threads.
+  // Answers held 0.8 s, longer than encoding the next request takes, so requests overlap.
+  const fs = await faultServer(() => ({ slowMs: 800, offset: 0 }));
   const c = new ServiceClient({ url: fs.url, ...FAST, timeout_s: 10 });
   const { images, prompts, metadata } = batchOf(37);
   const r = await c.scoreDetailed(images, prompts, metadata);
@@ -158,11 +166,8 @@ s('persistent failure: the samples are dropped with the reason and counted; a 4x
   assert.match(r.dropped[0].reason, /HTTP 500: .*scripted 500.* \(after 3 retries\)/);
   const st = c.takeStats();
   assert.equal([st.requests, st.failed_requests, st.dropped_samples, st.retries], [3, 1, 4, 3]);
-  // The failing request is not always the first to arrive (the batches are encoded on worker
-  // threads, in parallel): pick it by its scripted answer.
-  const failing = fs.seen.filter((x) => typeof x.behaviour === 'object' && 'status' in x.behaviour);
-  assert.is(failing.length, 4, '1 + 3 retries');
-  assert.is(new Set(failing.map((x) => x.id)).size, 1, 'every retry carries the request id');
+  const failing = fs.seen.find((x) => x.prompts.includes('sample 0'))!.id;
+  assert.is(fs.seen.filter((x) => x.id === failing).length, 4, '1 + 3 retries, all with the same id');
   await c.close(); await fs.close();
   const fs4 = await faultServer(() => ({ status: 400 }));
   const c4 = new ServiceClient({ url: fs4.url, ...FAST });
@@ -174,13 +179,14 @@ s('persistent failure: the samples are dropped with the reason and counted; a 4x
 });
 
 s('overlap: requests are in flight while the caller goes on (the trainer samples the next batch meanwhile)', async () => {
-  const fs = await faultServer(() => ({ slowMs: 120, offset: 0 }));
-  const c = new ServiceClient({ url: fs.url, ...FAST, timeout_s: 2 });
-  const pending = c.scoreDetailed(batchOf(16).images, batchOf(16).prompts);
-  // "Sampling": the caller does other work (here: polls, up to 3 s on a loaded machine) without
-  // awaiting the result, and both requests reach the server meanwhile.
-  for (let t = 0; t < 60 && fs.seen.length < 2; t++) await new Promise((res) => setTimeout(res, 50));
-  assert.is(fs.seen.length, 2, 'both requests reached the server before the caller waited');
+  const fs = await faultServer(() => ({ slowMs: 1000, offset: 0 }));
+  const c = new ServiceClient({ url: fs.url, ...FAST, timeout_s: 20 });
+  let settled = false;
+  const pending = c.scoreDetailed(batchOf(16).images, batchOf(16).prompts).then((r) => { settled = true; return r; });
+  // "Sampling": this code keeps running while both requests are at the server.
+  for (let t = 0; fs.seen.length < 2 && t < 200; t++) await new Promise((res) => setTimeout(res, 25));
+  assert.is(fs.seen.length, 2, 'both requests reached the server while the caller went on');
+  assert.is(settled, false, 'and their answers were still to come');
   assert.equal((await pending).rewards, expected(16));
   await c.close(); await fs.close();
 });
@@ -256,9 +262,9 @@ s('trainer with a service reward: a flaky service is survived (each sample count
       disposeStableDiffusion(sd);
     }
   };
-  // Flaky: every third request fails once (500, hang or dropped connection in turn).
-  const faults: Behaviour[] = [{ status: 500 }, 'hang', 'drop'];
-  const flaky = await faultServer((n) => (n % 3 === 2 ? faults[Math.floor(n / 3) % 3] : 'ok'));
+  // Flaky: requests 2, 5 and 9 fail (a 500, a hang past the timeout, a dropped connection); their retries succeed.
+  const faults = new Map<number, Behaviour>([[2, { status: 500 }], [5, 'hang'], [9, 'drop']]);
+  const flaky = await faultServer((n) => faults.get(n) ?? 'ok');
   const a = await run(flaky.url);
   assert.is(a.result.status, 'done');
   assert.is(a.records.length, 2);

@@ -8,7 +8,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fmt, nn } from '../../engine/index.js';
 import type { Device } from '../../engine/index.js';
-import { loadSafetensors, readSafetensorsHeader } from '../../engine/safetensors.js';
+import { SafetensorsHeader, loadSafetensors, readSafetensorsHeader } from '../../engine/safetensors.js';
 
 /** Reads `folder/config.json`; a missing folder or file and bad JSON are Errors naming the path. */
 export async function readConfigJson(folder: string, label: string): Promise<{ json: unknown; path: string }> {
@@ -34,9 +34,18 @@ const FLOAT_FILE_DTYPES = new Set(['F64', 'F32', 'F16', 'BF16']);
  */
 export type KeyMapper = (fileKey: string) => string | null;
 
-/** Checks `path` against the expected names and shapes; returns file key by model name. */
-export async function planCheckedLoad(path: string, expected: ReadonlyMap<string, readonly number[]>, mapKey: KeyMapper, label: string): Promise<Map<string, string>> {
-  const header = await readSafetensorsHeader(path);
+export interface HeaderComparison {
+  /** File key by model name, for the keys that map to an expected name. */
+  fileKey: Map<string, string>;
+  missing: string[];
+  unexpected: string[];
+  /** Duplicated, mis-shaped and non-float keys, one line each. */
+  bad: string[];
+}
+
+/** A weights header against the expected names and shapes (`fits` may accept other shapes, e.g. 1×1-conv weights). */
+export function compareHeader(header: SafetensorsHeader, expected: ReadonlyMap<string, readonly number[]>, mapKey: KeyMapper,
+  fits: (name: string, got: readonly number[], want: readonly number[]) => boolean = (_n, got, want) => got.join() === want.join()): HeaderComparison {
   const fileKey = new Map<string, string>();
   const unexpected: string[] = [], bad: string[] = [];
   for (const [key, entry] of header.tensors) {
@@ -47,10 +56,15 @@ export async function planCheckedLoad(path: string, expected: ReadonlyMap<string
     const prev = fileKey.get(name);
     if (prev !== undefined) { bad.push(`${name}: given twice (as "${prev}" and "${key}")`); continue; }
     fileKey.set(name, key);
-    if (entry.shape.join() !== want.join()) bad.push(`${key}: shape ${fmt(entry.shape)} in the file, ${fmt(want)} expected by the config`);
+    if (!fits(name, entry.shape, want)) bad.push(`${key}: shape ${fmt(entry.shape)} in the file, ${fmt(want)} expected by the config`);
     else if (!FLOAT_FILE_DTYPES.has(entry.dtype)) bad.push(`${key}: dtype ${entry.dtype} is not a float type`);
   }
-  const missing = [...expected.keys()].filter((n) => !fileKey.has(n));
+  return { fileKey, missing: [...expected.keys()].filter((n) => !fileKey.has(n)), unexpected, bad };
+}
+
+/** Checks `path` against the expected names and shapes; returns file key by model name, or throws one Error listing every problem. */
+export async function planCheckedLoad(path: string, expected: ReadonlyMap<string, readonly number[]>, mapKey: KeyMapper, label: string): Promise<Map<string, string>> {
+  const { fileKey, missing, unexpected, bad } = compareHeader(await readSafetensorsHeader(path), expected, mapKey);
   if (missing.length || unexpected.length || bad.length) {
     const lines = [`${label} ${path}: the weights do not fit the config`];
     if (missing.length) lines.push(`  missing keys (${missing.length}): ${missing.join(', ')}`);
