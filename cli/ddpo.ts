@@ -10,6 +10,7 @@ import { configCommand, evalCommand, trainCommand } from './train.js';
 import { dataEmojiCommand, dataImagesCommand } from './data.js';
 import { exportCommand, pretrainCommand } from './pretrain.js';
 import { rewardServerCommand } from './reward-server.js';
+import { evalModelCommand, judgeCommand } from './judge.js';
 
 process.env.XDG_RUNTIME_DIR ??= '/tmp';
 
@@ -158,6 +159,28 @@ program.command('reward-server')
   .option('--retries <n>', 'rescoring rounds for samples the reward drops (default 1)', int)
   .option('--adapter <which>', "'auto', 'gpu', 'cpu' or part of an adapter's name (for rewards on the GPU)")
   .action(async (opts) => { process.exitCode = await rewardServerCommand(opts); });
+
+program.command('judge')
+  .description("train the recognisability judge (a small classifier over an image set's captions) on its real images")
+  .requiredOption('--data <dir>', 'the image set the model was trained on')
+  .requiredOption('--out <dir>', 'where to write the judge (config.json, model.safetensors); e.g. MODEL/judge')
+  .option('--steps <n>', 'training steps (batches of 64 augmented images)', int, 400)
+  .option('--seed <n>', 'seed of initialisation and augmentation', int, 0)
+  .option('--adapter <which>', "'auto', 'gpu', 'cpu' or part of an adapter's name")
+  .action(async (opts) => { process.exitCode = await judgeCommand(opts); });
+
+program.command('eval-model')
+  .description("a model's recognisability: the judge's top-1 accuracy on samples for every prompt it knows, at fixed seeds")
+  .requiredOption('--model <dir>', 'pipeline folder (diffusers layout)')
+  .option('--judge <dir>', 'the judge (default MODEL/judge)')
+  .option('-n, --n <n>', 'samples per prompt', int, 4)
+  .option('--seed <n>', 'noise seed', int, 0)
+  .option('--steps <n>', 'DDIM steps', int, 25)
+  .option('--guidance <x>', 'classifier-free guidance scale', num, 3)
+  .option('--eta <x>', 'DDIM η', num, 0)
+  .option('--out <file>', 'result JSON (default MODEL/eval-model.json; the grid goes beside it as .png)')
+  .option('--adapter <which>', "'auto', 'gpu', 'cpu' or part of an adapter's name")
+  .action(async (opts) => { process.exitCode = await evalModelCommand(opts); });
 
 trainFlags(program.command('config')
   .description('print the resolved run config (defaults < --config < flags), or with --docs every option and its default'))

@@ -14,6 +14,9 @@ import { PretrainConfig, pretrainConfigDocs, resolvePretrainConfig } from '../pr
 import { PretrainMetrics, Pretrainer, Stage } from '../pretrain/trainer.js';
 import { disposeStableDiffusion, loadStableDiffusion } from '../diffusion/load.js';
 import { sample } from '../diffusion/pipeline.js';
+import { augment, classify, loadJudge, saveJudge, trainJudge } from '../pretrain/judge.js';
+import { evaluateModel } from '../pretrain/evaluate.js';
+import { PromptRng } from '../rl/prompts.js';
 import { assertThrows, testDevice } from './helpers.js';
 
 const dev = await testDevice();
@@ -104,6 +107,39 @@ s('the output folder is a diffusers pipeline that loads (f32 and f16) and sample
   }
 });
 
+s('judge: trained on the real images it recognises them; saved and loaded it predicts the same; eval-model counts', async () => {
+  const a = augment(data.images[0], new PromptRng(5)), b = augment(data.images[0], new PromptRng(5));
+  assert.equal([...a], [...b], 'augmentation is a function of the generator');
+  assert.ok(a.every((v) => v >= 0 && v <= 1));
+  const labels = data.records.map((r) => data.captions.indexOf(r.caption));
+  const { judge, loss } = await trainJudge(data.images, labels, data.captions, { device: dev, steps: 60, batch: 32 });
+  const dir = join(scratch, 'judge');
+  try {
+    assert.ok(Number.isFinite(loss));
+    const pred = await classify(judge, data.images);
+    const acc = pred.filter((p, i) => p === labels[i]).length / labels.length;
+    assert.ok(acc >= 0.75, `judge top-1 on its training images ${acc}`);
+    await saveJudge(judge, dir, { note: 'test' });
+  } finally {
+    judge.dispose();
+  }
+  const again = await loadJudge(dir, dev);
+  const sd = await loadStableDiffusion(join(scratch, 'full', 'model'), { device: dev });
+  try {
+    assert.equal(await classify(again, data.images), await classify(again, data.images));
+    const ev = await evaluateModel(sd, again, { n: 2, steps: 2, batch: 3 });
+    assert.is(ev.prompts.length, 2 * data.captions.length);
+    assert.is(ev.images.length, ev.prompts.length);
+    assert.is(ev.chance, 1 / data.captions.length);
+    const correct = Object.values(ev.perPrompt).reduce((s, e) => s + e.correct, 0);
+    assert.is(ev.accuracy, correct / ev.prompts.length);
+    await assertThrows(() => evaluateModel(sd, again, { prompts: ['a unicorn'] }), /the judge does not know "a unicorn"/);
+  } finally {
+    again.dispose();
+    disposeStableDiffusion(sd);
+  }
+});
+
 s('a loss that becomes non-finite stops the run with an Error and no checkpoint', async () => {
   const dir = join(scratch, 'nan');
   await assertThrows(() => run(toy([['vae.steps', 8], ['vae.lr', 1e30], ['vae.warmup_steps', 0], ['checkpoint_every', 4]]), dir), /pretrain stage 1: \w+ became (NaN|-?Infinity) by step 2; stopped without saving/);
@@ -112,7 +148,7 @@ s('a loss that becomes non-finite stops the run with an Error and no checkpoint'
 
 s('config: defaults, checks that name the key, and docs/pretrain-config.md up to date', async () => {
   const c = resolvePretrainConfig({ data: 'x' });
-  assert.equal(c.unet.block_out_channels, [64, 128, 128]);
+  assert.equal(c.unet.block_out_channels, [32, 64, 64]);
   await assertThrows(() => resolvePretrainConfig({ data: 'x', train: { lr_rate: 1 } }), /unknown config key "train\.lr_rate"/);
   await assertThrows(() => resolvePretrainConfig({ data: 'x', unet: { cross_attention: [true] } }), /unet\.cross_attention has 1 entries but unet\.block_out_channels has 3 levels/);
   await assertThrows(() => resolvePretrainConfig({}), /data: required/);
