@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // The `ddpo` command line.
 
-import { Command } from 'commander';
+import { Command, InvalidArgumentError } from 'commander';
 import { doctor } from './doctor.js';
 import { demo } from './demo.js';
 import { sampleCommand } from './sample.js';
@@ -9,6 +9,7 @@ import { inspectCommand } from './inspect.js';
 import { configCommand, evalCommand, trainCommand } from './train.js';
 import { dataEmojiCommand, dataImagesCommand } from './data.js';
 import { exportCommand, pretrainCommand } from './pretrain.js';
+import { rewardServerCommand } from './reward-server.js';
 import { evalModelCommand, judgeCommand } from './judge.js';
 
 process.env.XDG_RUNTIME_DIR ??= '/tmp';
@@ -34,33 +35,38 @@ program.command('demo')
   .action(async (opts) => { process.exitCode = await demo(opts); });
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
-const int = (v: string) => { const n = Number(v); if (!Number.isInteger(n)) throw new Error(`not an integer: ${v}`); return n; };
-const num = (v: string) => { const n = Number(v); if (!Number.isFinite(n)) throw new Error(`not a number: ${v}`); return n; };
+// commander names the flag when a parser throws InvalidArgumentError ("option '--epochs <n>' argument '2.5' is invalid").
+const int = (v: string) => { const n = Number(v); if (!Number.isInteger(n)) throw new InvalidArgumentError(`not an integer: ${v}`); return n; };
+const num = (v: string) => { const n = Number(v); if (!Number.isFinite(n)) throw new InvalidArgumentError(`not a number: ${v}`); return n; };
+// `ddpo sample` checks its numbers itself, all at once and with their valid ranges (cli/sample.ts).
+const raw = (v: string) => (v.trim() === '' ? NaN : Number(v));
 
 program.command('sample')
-  .description('generate images from prompts with a diffusers-layout Stable Diffusion folder')
-  .requiredOption('--model <dir>', 'pipeline folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/)')
+  .description('generate images from prompts with a diffusers-layout Stable Diffusion folder (or the built-in tiny model); writes a PNG per image, grid.png and samples.json')
+  .requiredOption('--model <dir>', "pipeline folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/), or 'tiny' (the small random model ddpo train --model tiny --seed S starts from)")
   .option('--prompt <text>', 'a prompt (repeat for several)', collect)
   .option('--prompts <file>', 'a file with one prompt per line')
   .option('--negative <text>', 'negative prompt for guidance', '')
-  .option('--steps <n>', 'DDIM steps', int, 50)
-  .option('--eta <x>', 'DDIM η (0 deterministic, 1 DDPM-like)', num, 1)
-  .option('--guidance <x>', 'classifier-free guidance scale', num, 5)
-  .option('--seed <n>', 'random seed', int, 0)
-  .option('--batch <n>', 'images per batch', int, 4)
-  .option('-n, --n <n>', 'images per prompt', int, 1)
+  .option('--steps <n>', "DDIM steps, 1 to the scheduler's maximum (999 for SD v1)", raw, 50)
+  .option('--eta <x>', 'DDIM η ≥ 0 (0 deterministic, 1 DDPM-like)', raw, 1)
+  .option('--guidance <x>', 'classifier-free guidance scale ≥ 0 (1: none)', raw, 5)
+  .option('--seed <n>', 'noise seed (and the tiny model\'s initialisation), an integer ≥ 0', raw, 0)
+  .option('--batch <n>', 'images per batch, ≥ 1', raw, 4)
+  .option('-n, --n <n>', 'images per prompt, ≥ 1', raw, 1)
   .option('--dtype <t>', "weights' storage type: f32 or f16", 'f32')
-  .option('--out <dir>', 'output folder', 'out/samples')
+  .option('--out <dir>', 'output folder (refused when it holds earlier PNGs, unless --overwrite)', 'out/samples')
+  .option('--overwrite', 'replace the PNGs and samples.json already in --out')
   .option('--adapter <which>', "'auto', 'gpu', 'cpu' or part of an adapter's name")
   .action(async (opts) => { process.exitCode = await sampleCommand(opts); });
 
 program.command('inspect')
   .description('parameter names, shapes, dtypes and counts of a diffusers folder (headers only; checked against its configs) or of a named config')
-  .argument('[dir]', 'pipeline folder (model_index.json, unet/, vae/, text_encoder/) or one component folder')
-  .option('--config <name>', 'a named config instead of a folder: sd-v1, tiny or small')
+  .argument('[dir]', 'pipeline folder (model_index.json, unet/, vae/, text_encoder/), one component folder, a CLIP folder, or (with --check-values) a .safetensors file or checkpoint folder')
+  .option('--config <name>', 'a named config instead of a folder: sd-v1, tiny, small, clip-vit-l-14 (CLIPModel) or clip-vit-l-14-vision (CLIPVisionModelWithProjection)')
   .option('--part <part>', 'only unet, vae or text_encoder')
   .option('--json', 'print { name: shape } (one part) or { part: { name: shape } }')
   .option('--summary', 'counts per top-level module only, no per-parameter lines')
+  .option('--check-values', 'also read every weight and report tensors holding NaN/Inf (a folder, a .safetensors file or a checkpoint folder); exit code 1 if any')
   .action(async (dir, opts) => { process.exitCode = await inspectCommand(dir, opts); });
 
 const trainFlags = (c: Command) => c
@@ -71,7 +77,7 @@ const trainFlags = (c: Command) => c
   .option('--model <dir>', "diffusers folder, or 'tiny' (config key model)")
   .option('--algorithm <name>', "'ddpo-is', 'ddpo-sf', 'rwr' or 'rwr-sparse'")
   .option('--prompts <set>', "'simple_animals', 'animal_activities', FILE or FILE:FROM-TO")
-  .option('--reward <name>', "'jpeg_compressibility' or 'jpeg_incompressibility' (or JSON)")
+  .option('--reward <name>', "a built-in name ('jpeg_compressibility', 'brightness', ...) or a reward config as JSON (e.g. '{\"aesthetic\": {...}}')")
   .option('--seed <n>', 'seed of every random stream', int)
   .option('--dtype <t>', 'frozen base weights: f32 or f16')
   .option('--adapter <which>', "'auto', 'gpu', 'cpu' or part of an adapter's name");
@@ -79,6 +85,7 @@ const trainFlags = (c: Command) => c
 trainFlags(program.command('train')
   .description('fine-tune a diffusion model on a reward with DDPO; writes metrics, grids, curves and report.html to the run folder'))
   .option('--resume <dir>', 'continue the run in this folder from its last checkpoint')
+  .option('--overwrite', "start a new run in --out even though an earlier run's files are there (they are deleted)")
   .action(async (opts) => { process.exitCode = await trainCommand(opts); });
 
 program.command('eval')
@@ -141,6 +148,17 @@ program.command('export')
   .option('--dtype <t>', 'weights f32 or f16', 'f32')
   .option('--adapter <which>', "'auto', 'gpu', 'cpu' or part of an adapter's name")
   .action(async (opts) => { process.exitCode = await exportCommand(opts); });
+program.command('reward-server')
+  .description('serve a reward over HTTP (rewards/service/README.md) for `reward: {"service": {"url": ...}}` runs or any client')
+  .requiredOption('--reward <reward>', "a built-in name, a reward config as JSON (e.g. '{\"aesthetic\": {\"clip\": DIR, \"head\": FILE}}'), or PATH#EXPORT")
+  .requiredOption('--port <n>', 'port to listen on (0: any free port, printed)', int)
+  .option('--host <addr>', 'address to listen on (0.0.0.0 to serve other machines)', '127.0.0.1')
+  .option('--args <json>', 'PATH#EXPORT: a JSON list of arguments for the factory')
+  .option('--thread <where>', "PATH#EXPORT: 'worker' (default) or 'main' (the factory gets {device} after its args)")
+  .option('--workers <n>', 'worker threads for worker rewards', int)
+  .option('--retries <n>', 'rescoring rounds for samples the reward drops (default 1)', int)
+  .option('--adapter <which>', "'auto', 'gpu', 'cpu' or part of an adapter's name (for rewards on the GPU)")
+  .action(async (opts) => { process.exitCode = await rewardServerCommand(opts); });
 
 program.command('judge')
   .description("train the recognisability judge (a small classifier over an image set's captions) on its real images")

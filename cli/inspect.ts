@@ -11,15 +11,29 @@
 // text_encoder: {...} } for all: the layout of ../shared/reference/sd_v1_parameter_shapes.json,
 // so the output of `ddpo inspect --config sd-v1 --json` can be compared with it directly. Names
 // are the current ones (what the model calls them), whatever the file said.
+//
+// --check-values also reads the data and reports every tensor holding NaN/Inf (cli/check-values.ts);
+// it takes a pipeline or component folder, a .safetensors file, or a training checkpoint folder.
 
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { readSafetensorsHeader } from '../engine/safetensors.js';
+import { SafetensorsHeader, readSafetensorsHeader } from '../engine/safetensors.js';
+import { checkFileValues } from './check-values.js';
 import { fmt } from '../engine/shape.js';
 import { CONFIG_NAMES, PART_NAMES, PartName, namedConfig } from '../diffusion/configs.js';
 import { parseUnetConfig, unetParameterShapes } from '../diffusion/models/unet-config.js';
 import { parseVaeConfig, vaeParameterShapes } from '../diffusion/models/vae.js';
 import { clipTextParameterShapes, parseClipTextConfig } from '../diffusion/models/clip-text.js';
+import { CLIP_CONFIG_NAMES, inspectClipConfig, inspectClipFolder, isClipConfigName } from './inspect-clip.js';
+import { compareHeader } from '../diffusion/models/checked-load.js';
+
+/** A CLIPModel / CLIPVisionModelWithProjection folder (its config.json says so). */
+function isClipFolder(dir: string): boolean {
+  const p = join(dir, 'config.json');
+  if (!existsSync(p) || existsSync(join(dir, 'model_index.json'))) return false;
+  const c = readJson(p);
+  return c.model_type === 'clip' || c.model_type === 'clip_vision_model';
+}
 
 export interface ParamInfo {
   /** The current name (what our model and current diffusers/transformers call it). */
@@ -32,7 +46,8 @@ export interface ParamInfo {
 }
 
 export interface PartReport {
-  part: PartName;
+  /** An SD part, or a CLIP model (cli/inspect-clip.ts): 'clip' (CLIPModel) or 'vision' (CLIPVisionModelWithProjection). */
+  part: PartName | 'clip' | 'vision';
   /** The weights file, or `config <name>`. */
   source: string;
   params: ParamInfo[];
@@ -46,7 +61,6 @@ const WEIGHT_FILES: Record<PartName, string[]> = {
   text_encoder: ['model.safetensors', 'model.fp16.safetensors'],
 };
 
-const FLOAT_DTYPES = new Set(['F64', 'F32', 'F16', 'BF16']);
 const BYTES: Record<string, number> = { F64: 8, I64: 8, U64: 8, F32: 4, I32: 4, U32: 4, f32: 4, i32: 4, u32: 4, F16: 2, BF16: 2, I16: 2, U16: 2, f16: 2, I8: 1, U8: 1, BOOL: 1, F8_E4M3: 1, F8_E5M2: 1 };
 
 const numel = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1);
@@ -108,6 +122,26 @@ function partOfConfig(cfg: Record<string, unknown>): PartName | null {
   return null;
 }
 
+/**
+ * Fills `report` from a weights header: its parameters (current names, in the model's order) and
+ * every missing, unexpected, duplicated, mis-shaped or non-float key. `nameOf` maps a file key to
+ * the current name (null: a buffer the loaders skip).
+ */
+export function checkHeaderInto(report: PartReport, header: SafetensorsHeader, expected: ReadonlyMap<string, number[]>, nameOf: (key: string) => string | null,
+  fits: (name: string, got: readonly number[], want: readonly number[]) => boolean = (_n, got, want) => got.join() === want.join()): void {
+  const { fileKey, missing, unexpected, bad } = compareHeader(header, expected, nameOf, fits);
+  for (const [name, key] of fileKey) {
+    const entry = header.tensors.get(key)!;
+    report.params.push({ name, ...(name !== key ? { fileName: key } : {}), shape: [...entry.shape], dtype: entry.dtype });
+  }
+  if (missing.length) report.problems.push(`missing keys (${missing.length}): ${missing.join(', ')}`);
+  if (unexpected.length) report.problems.push(`unexpected keys (${unexpected.length}): ${unexpected.join(', ')}`);
+  if (bad.length) report.problems.push(`mis-shaped or bad keys (${bad.length}):\n      ${bad.join('\n      ')}`);
+  // List in the model's order (the file's is alphabetical or by offset).
+  const order = new Map([...expected.keys()].map((k, i) => [k, i]));
+  report.params.sort((a, b) => (order.get(a.name) ?? 0) - (order.get(b.name) ?? 0));
+}
+
 /** Checks one component folder's weights file against its config from the header alone. */
 export async function inspectPartFolder(part: PartName, folder: string): Promise<PartReport> {
   const report: PartReport = { part, source: folder, params: [], problems: [] };
@@ -132,27 +166,7 @@ export async function inspectPartFolder(part: PartName, folder: string): Promise
     return report;
   }
   const fileKeys = new Set(header.tensors.keys());
-  const seen = new Map<string, string>();
-  const unexpected: string[] = [], bad: string[] = [];
-  for (const [key, entry] of header.tensors) {
-    const name = currentName(part, key, fileKeys);
-    if (name === null) continue;
-    const want = expected.get(name);
-    if (!want) { unexpected.push(key); continue; }
-    const prev = seen.get(name);
-    if (prev !== undefined) { bad.push(`${name}: given twice (as "${prev}" and "${key}")`); continue; }
-    seen.set(name, key);
-    report.params.push({ name, ...(name !== key ? { fileName: key } : {}), shape: [...entry.shape], dtype: entry.dtype });
-    if (!shapeFits(part, name, entry.shape, want)) bad.push(`${key}: shape ${fmt(entry.shape)} in the file, ${fmt(want)} expected by the config`);
-    else if (!FLOAT_DTYPES.has(entry.dtype)) bad.push(`${key}: dtype ${entry.dtype} is not a float type`);
-  }
-  const missing = [...expected.keys()].filter((n) => !seen.has(n));
-  if (missing.length) report.problems.push(`missing keys (${missing.length}): ${missing.join(', ')}`);
-  if (unexpected.length) report.problems.push(`unexpected keys (${unexpected.length}): ${unexpected.join(', ')}`);
-  if (bad.length) report.problems.push(`mis-shaped or bad keys (${bad.length}):\n      ${bad.join('\n      ')}`);
-  // List in the model's order (the file's is alphabetical or by offset).
-  const order = new Map([...expected.keys()].map((k, i) => [k, i]));
-  report.params.sort((a, b) => (order.get(a.name) ?? 0) - (order.get(b.name) ?? 0));
+  checkHeaderInto(report, header, expected, (key) => currentName(part, key, fileKeys), (name, got, want) => shapeFits(part, name, got, want));
   return report;
 }
 
@@ -259,6 +273,27 @@ export interface InspectCliOptions {
   part?: string;
   json?: boolean;
   summary?: boolean;
+  /** Also scan every weight for NaN/Inf (reads the data, not only the headers). */
+  checkValues?: boolean;
+}
+
+/** The safetensors files a folder's weights are in: a pipeline's or component's weight files, a run checkpoint's, or the file itself. */
+function weightFiles(path: string, reports: readonly PartReport[]): string[] {
+  if (path.endsWith('.safetensors')) return [path];
+  if (existsSync(join(path, 'trainer.json'))) return ['weights.safetensors', 'optimizer.safetensors'].map((f) => join(path, f)).filter((f) => existsSync(f));
+  return reports.map((r) => r.source).filter((f) => f.endsWith('.safetensors') && existsSync(f));
+}
+
+/** --check-values: scans the files, prints what holds NaN/Inf; returns the number of such tensors. */
+async function reportValues(files: readonly string[], out: (s: string) => void, err: (s: string) => void): Promise<number> {
+  let bad = 0;
+  for (const f of files) {
+    const r = await checkFileValues(f);
+    bad += r.bad.length;
+    if (!r.bad.length) out(`${f}: all ${r.scanned} float tensors finite`);
+    for (const t of r.bad) err(`${f}: "${t.name}" (${t.dtype}, ${t.size} values) holds ${t.nonFinite} non-finite values (${t.nan} NaN, ${t.nonFinite - t.nan} ±Inf)`);
+  }
+  return bad;
 }
 
 /** The command: prints the listing (or JSON) and returns the exit code (1 if any problem). */
@@ -266,13 +301,29 @@ export async function inspectCommand(dir: string | undefined, o: InspectCliOptio
   if (o.part !== undefined && !(PART_NAMES as readonly string[]).includes(o.part)) throw new Error(`--part ${o.part}: expected one of ${PART_NAMES.join(', ')}`);
   const parts = o.part ? [o.part as PartName] : PART_NAMES;
   if (dir && o.config) throw new Error('give a folder or --config NAME, not both');
-  if (!dir && !o.config) throw new Error(`give a diffusers folder or --config ${CONFIG_NAMES.join('|')}`);
-  const reports = o.config ? inspectConfig(o.config, parts) : await inspectFolder(dir!, parts);
+  if (!dir && !o.config) throw new Error(`give a diffusers folder or --config ${[...CONFIG_NAMES, ...CLIP_CONFIG_NAMES].join('|')}`);
+  if (o.checkValues && o.config) throw new Error('--check-values reads weights: give a folder (or a .safetensors file, or a checkpoint folder), not --config');
+  if (o.checkValues && dir && (dir.endsWith('.safetensors') || existsSync(join(dir, 'trainer.json')))) {
+    // A single file or a training checkpoint: values only (there is no config to check shapes against).
+    if (!existsSync(dir)) throw new Error(`${dir}: no such file`);
+    const bad = await reportValues(weightFiles(dir, []), out, err);
+    if (bad) err(`${dir}: ${bad} tensor(s) hold NaN/Inf`);
+    return bad ? 1 : 0;
+  }
+  const clip = o.config ? isClipConfigName(o.config) : isClipFolder(dir!);
+  if (clip && o.part) throw new Error('--part applies to Stable Diffusion folders and configs, not to CLIP');
+  const reports = clip ? (o.config ? inspectClipConfig(o.config) : [await inspectClipFolder(dir!)])
+    : o.config ? inspectConfig(o.config, parts) : await inspectFolder(dir!, parts);
   const problems = reports.flatMap((r) => r.problems.map((p) => `${r.part}: ${p}`));
   if (o.json) out(JSON.stringify(reportsToJson(reports, !!o.part)));
   else out(formatReports(reports, { summary: o.summary }));
+  const bad = o.checkValues ? await reportValues(weightFiles(dir!, reports), out, err) : 0;
   if (problems.length) {
     err(`${dir}: ${problems.length} problem(s) — the weights do not fit their configs:\n  ${problems.join('\n  ')}`);
+    return 1;
+  }
+  if (bad) {
+    err(`${dir}: ${bad} tensor(s) hold NaN/Inf; sampling with these weights gives NaN latents (ddpo sample reports the step), and training cannot recover them`);
     return 1;
   }
   return 0;

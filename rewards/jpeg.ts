@@ -49,7 +49,7 @@ export function jpegBytesRGBA(rgba: Uint8Array, w: number, h: number, quality = 
 }
 
 /** Does image i hold a NaN or ±Infinity? */
-function hasNonFinite(images: ImageBatch, i: number): boolean {
+export function hasNonFinite(images: ImageBatch, i: number): boolean {
   const per = images.c * images.h * images.w;
   const d = images.data;
   for (let k = i * per; k < (i + 1) * per; k++) if (!Number.isFinite(d[k])) return true;

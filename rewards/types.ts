@@ -23,14 +23,17 @@ export type Metadata = Record<string, unknown>;
 export type Reward = (images: ImageBatch, prompts: string[], metadata: Metadata[]) => Promise<number[]> | number[];
 
 /**
- * How a worker thread finds a reward: `module` is a path (absolute, or relative to the current
- * directory), a file: URL or a package specifier; `export` names either the reward itself or,
- * when `args` is given, a factory that is called once per worker with those args and returns the
- * reward (e.g. to load a model once). `combine` builds a weighted sum of other specs.
+ * How to find a reward: `module` is a path (absolute, or relative to the current directory), a
+ * file: URL or a package specifier; `export` names either the reward itself or, when `args` is
+ * given, a factory that is called once with those args and returns the reward (e.g. to load a
+ * model once). By default it runs in worker threads (one factory call per worker); with
+ * `thread: 'main'` it runs in the trainer's thread and the factory also receives a
+ * RewardContext (the training device) after its args (rewards/hosted.ts). `combine` builds a
+ * weighted sum of other specs; `name` labels a part in the per-epoch logs.
  */
 export type RewardSpec =
-  | { module: string; export: string; args?: unknown[] }
-  | { combine: { spec: RewardSpec; weight: number }[] };
+  | { module: string; export: string; args?: unknown[]; thread?: 'worker' | 'main' }
+  | { combine: { spec: RewardSpec; weight: number; name?: string }[] };
 
 /** Checks a batch's shape against its data; `op` names the caller in the error. */
 export function checkBatch(op: string, images: ImageBatch, prompts?: readonly unknown[], metadata?: readonly unknown[]): void {

@@ -10,6 +10,7 @@
 // batches. Keys are snake_case like the reference code's config, so its users recognise them.
 
 import { builtinReward, BUILTIN_REWARDS } from '../rewards/load.js';
+import { AestheticOptions, ClipScoreOptions, HOSTED_REWARD_NAMES, ServiceOptions, checkHostedReward, hostedRewardName, hostedRewardSpec } from '../rewards/hosted-options.js';
 import type { RewardSpec } from '../rewards/types.js';
 import { BUILTIN_PROMPTS, PromptFn, promptsFromFile } from './prompts.js';
 
@@ -20,7 +21,8 @@ export type BuiltinRewardName = keyof typeof BUILTIN_REWARDS;
 /** A reward: a built-in name, a module export (see rewards/types.ts RewardSpec), or a weighted sum of rewards. */
 export type RewardConfig =
   | BuiltinRewardName
-  | { module: string; export: string; args?: unknown[] }
+  | { module: string; export: string; args?: unknown[]; thread?: 'worker' | 'main' }
+  | { aesthetic: AestheticOptions } | { clip_score: ClipScoreOptions } | { service: ServiceOptions }
   | { combine: { reward: RewardConfig; weight: number }[] };
 
 export type BuiltinPromptsName = 'simple_animals' | 'animal_activities';
@@ -52,6 +54,7 @@ export interface TrainSection {
   max_grad_norm: number;
   kl_coef: number;
   negate_advantages: boolean;
+  max_skipped_steps: number;
 }
 
 export interface LoraConfig {
@@ -181,10 +184,10 @@ export const SCHEMA: Spec<RunConfig> = {
   out: f<string>('string', 'runs/ddpo', 'Run folder: metrics.jsonl, grids/, report.html, reward curve, config.json, checkpoints.'),
   save_every: int(1, 'Write a checkpoint (OUT/checkpoint, replaced atomically) every this many epochs; also at the end and on Ctrl-C (0: only then). LoRA checkpoints are small; raise this for full fine-tuning.', { min: 0 }),
   prompts: f<PromptsConfig>('prompts', 'simple_animals', "Training prompts: 'simple_animals' (the paper's 45 animals), 'animal_activities' (\"a(n) ANIMAL ACTIVITY\"), or {\"file\": PATH, \"from\": 0, \"to\": N} for lines [from, to) of a text file, one prompt per line (on the command line: PATH or PATH:FROM-TO)."),
-  reward: f<RewardConfig>('reward', 'jpeg_compressibility', "'jpeg_compressibility' (−kB of the JPEG at quality 95), 'jpeg_incompressibility' (+kB), 'brightness' / 'darkness' (mean pixel value in [0, 1] / 1 − that: not paper tasks, a quick check that training moves the model), {\"module\": PATH, \"export\": NAME, \"args\": [...]} for your own reward (args: NAME is a factory called with them), or {\"combine\": [{\"reward\": R, \"weight\": W}, ...]} for a weighted sum. Module paths are relative to the current directory."),
+  reward: f<RewardConfig>('reward', 'jpeg_compressibility', "'jpeg_compressibility' (−kB of the JPEG at quality 95), 'jpeg_incompressibility' (+kB), 'brightness' / 'darkness' (mean pixel value in [0, 1] / 1 − that: not paper tasks, a quick check that training moves the model), {\"aesthetic\": {\"clip\": DIR, \"head\": FILE}} (the LAION aesthetic score of CLIP ViT-L/14's image embedding, on the training device), {\"clip_score\": {\"clip\": DIR, \"scale\": 1}} (cosine of image and prompt embeddings; scale 100 as torchmetrics), {\"service\": {\"url\": URL}} (an HTTP reward server, rewards/service/README.md), {\"module\": PATH, \"export\": NAME, \"args\": [...], \"thread\": \"worker\"} for your own reward (args: NAME is a factory called with them; thread 'main' runs it in the trainer's thread and passes {device} after the args), or {\"combine\": [{\"reward\": R, \"weight\": W}, ...]} for a weighted sum (each part's mean is logged per epoch). Paths are relative to the current directory."),
   reward_options: sec<RewardOptionsConfig>('How rewards run (on worker threads, overlapping the next sampling batch).', {
     workers: int<number | null>(null, 'Reward worker threads.', { nullable: true, min: 1, defaultDoc: 'null (min(2, CPU cores))' }),
-    timeout_s: num(300, 'A reward batch running longer than this is abandoned and its samples dropped.', { gt: 0 }),
+    timeout_s: num(300, 'The time one batch\'s scoring may take, all of it: waiting for a worker, the first attempt and every retry. Samples not scored by then are dropped (reason: timed out); a worker still busy with them is replaced.', { gt: 0 }),
     max_retries: int(2, 'A sample whose reward threw or gave NaN is scored again up to this many times before it is dropped (and counted).', { min: 0 }),
     max_dropped_fraction: num(0.5, 'The run stops, with a checkpoint saved, when more than this fraction of an epoch\'s samples is dropped.', { min: 0, max: 1 }),
   }),
@@ -212,6 +215,7 @@ export const SCHEMA: Spec<RunConfig> = {
     max_grad_norm: num(1.0, 'Gradients clipped to this global L2 norm before each step.', { gt: 0 }),
     kl_coef: num(0, 'Weight of a KL penalty to the frozen starting model (LoRA adapters disabled), ‖μ_θ − μ_ref‖²/(2σ_t²) per step; 0 turns it off. DDPO algorithms with LoRA only.', { min: 0 }),
     negate_advantages: bool(false, 'Negative control: train on −advantages (DDPO) or −rewards (RWR), so the reward should fall.'),
+    max_skipped_steps: int(3, 'An optimizer step whose loss or gradient norm is NaN/Inf is skipped (its gradients dropped, the weights unchanged) and counted; when the run has skipped this many it stops without saving, so its last checkpoint stays as it was.', { min: 1 }),
   }),
   lora: sec<LoraConfig>('LoRA adapters on the UNet\'s attention projections.', {
     enabled: bool(true, 'Train LoRA adapters (the base stays frozen); false fine-tunes every UNet weight.'),
@@ -269,7 +273,7 @@ export function defaultConfig(): RunConfig {
 function typeName(field: Field): string {
   const base = field.type === 'enum' ? field.values!.map((v) => `'${v}'`).join(' | ')
     : field.type === 'string[]' ? 'string[]'
-    : field.type === 'reward' ? `reward (${Object.keys(BUILTIN_REWARDS).map((v) => `'${v}'`).join(' | ')} | {module, export, args?} | {combine: [{reward, weight}]})`
+    : field.type === 'reward' ? `reward (${Object.keys(BUILTIN_REWARDS).map((v) => `'${v}'`).join(' | ')} | {${HOSTED_REWARD_NAMES.join(' | ')}: {...}} | {module, export, args?, thread?} | {combine: [{reward, weight}]})`
     : field.type === 'prompts' ? `prompts (${Object.keys(BUILTIN_PROMPTS).map((v) => `'${v}'`).join(' | ')} | {file, from?, to?})`
     : field.type;
   return field.nullable ? `${base} or null` : base;
@@ -306,11 +310,14 @@ function checkReward(v: unknown, key: string, problems: string[]): void {
     });
     return;
   }
-  const bad = Object.keys(o).filter((k) => !['module', 'export', 'args'].includes(k));
+  const hosted = hostedRewardName(o);
+  if (hosted) { problems.push(...checkHostedReward(hosted, o[hosted], key)); return; }
+  const bad = Object.keys(o).filter((k) => !['module', 'export', 'args', 'thread'].includes(k));
   if (bad.length) problems.push(`${key}: unknown key(s) ${bad.join(', ')}; valid: module, export, args (or combine)`);
   if (typeof o.module !== 'string' || !o.module) problems.push(`${key}.module: expected a module path or package name (string), got ${show(o.module)}`);
   if (typeof o.export !== 'string' || !o.export) problems.push(`${key}.export: expected the export's name (string), got ${show(o.export)}`);
   if (o.args !== undefined && !Array.isArray(o.args)) problems.push(`${key}.args: expected a list of arguments, got ${show(o.args)}`);
+  if (o.thread !== undefined && o.thread !== 'worker' && o.thread !== 'main') problems.push(`${key}.thread: expected 'worker' or 'main', got ${show(o.thread)}`);
 }
 
 function checkPrompts(v: unknown, key: string, problems: string[]): void {
@@ -597,8 +604,11 @@ export function resumeConfig(saved: unknown, overrides: Overrides = {}, what = '
 /** The reward as a RewardSpec (rewards/types.ts) a RewardPool can load: names become their built-in specs. */
 export function rewardSpec(r: RewardConfig): RewardSpec {
   if (typeof r === 'string') return builtinReward(r);
-  if ('combine' in r) return { combine: r.combine.map((p) => ({ spec: rewardSpec(p.reward), weight: p.weight })) };
-  return { module: r.module, export: r.export, ...(r.args ? { args: r.args } : {}) };
+  if ('combine' in r) return { combine: r.combine.map((p) => ({ spec: rewardSpec(p.reward), weight: p.weight, name: describeReward(p.reward) })) };
+  const hosted = hostedRewardName(r);
+  if (hosted) return hostedRewardSpec(hosted, (r as Record<string, unknown>)[hosted]);
+  const m = r as { module: string; export: string; args?: unknown[]; thread?: 'worker' | 'main' };
+  return { module: m.module, export: m.export, ...(m.args ? { args: m.args } : {}), ...(m.thread ? { thread: m.thread } : {}) };
 }
 
 /** The prompt function the config names (reads the prompt file now, so a bad path fails early). */
@@ -615,7 +625,10 @@ export function promptFn(p: PromptsConfig): PromptFn {
 export function describeReward(r: RewardConfig): string {
   if (typeof r === 'string') return r;
   if ('combine' in r) return r.combine.map((p) => `${p.weight}·${describeReward(p.reward)}`).join(' + ');
-  return `${r.module}#${r.export}${r.args ? `(${r.args.map((a) => JSON.stringify(a)).join(', ')})` : ''}`;
+  const hosted = hostedRewardName(r);
+  if (hosted) return hosted === 'service' ? `service(${(r as { service: ServiceOptions }).service.url})` : hosted;
+  const m = r as { module: string; export: string; args?: unknown[] };
+  return `${m.module}#${m.export}${m.args ? `(${m.args.map((a) => JSON.stringify(a)).join(', ')})` : ''}`;
 }
 
 // ---------------------------------------------------------------------------------------------

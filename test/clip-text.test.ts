@@ -14,6 +14,7 @@ import {
   ClipTextConfig, ClipTextModel, clipTextParameterShapes, loadClipTextModel, parseClipTextConfig, saveClipTextModel, sdV1ClipTextConfig,
 } from '../diffusion/models/clip-text.js';
 import { assertClose, assertThrows, finiteDiff, randArray, testDevice, repoRoot } from './helpers.js';
+import { Params, encoderLayer64, hostParams, layerNorm64, randomizeModule } from './clip-ref64.js';
 
 const dev = await testDevice();
 const s = suite('clip-text');
@@ -35,107 +36,23 @@ function smallConfig(over: Partial<ClipTextConfig> = {}): ClipTextConfig {
   };
 }
 
-/** Random weights with non-trivial layer norms (ones/zeros would hide norm-parameter bugs). */
-function randomize(m: ClipTextModel, seed: number): void {
-  let k = seed;
-  const state = new Map<string, E.Tensor>();
-  for (const [n, p] of m.namedParameters()) {
-    const isNormW = /norm.*\.weight$/.test(n);
-    state.set(n, E.tensor(randArray(p.size, k++, isNormW ? 0.5 : -0.5, isNormW ? 1.5 : 0.5), [...p.shape]));
-  }
-  m.loadStateDict(state);
-  for (const t of state.values()) t.dispose();
-}
+const randomize = (m: ClipTextModel, seed: number) => randomizeModule(m, seed);
 
 // ---------------------------------------------------------------- float64 reference
 
-type Params = Map<string, Float64Array>;
-
-async function hostParams(m: ClipTextModel): Promise<Params> {
-  const out: Params = new Map();
-  for (const [n, p] of m.namedParameters()) out.set(n, Float64Array.from(await p.data()));
-  return out;
-}
-
-function linear64(x: Float64Array, n: number, inF: number, outF: number, w: Float64Array, b: Float64Array): Float64Array {
-  const y = new Float64Array(n * outF);
-  for (let r = 0; r < n; r++) for (let o = 0; o < outF; o++) {
-    let acc = b[o];
-    for (let i = 0; i < inF; i++) acc += x[r * inF + i] * w[o * inF + i];
-    y[r * outF + o] = acc;
-  }
-  return y;
-}
-
-function layerNorm64(x: Float64Array, n: number, D: number, w: Float64Array, b: Float64Array, eps: number): Float64Array {
-  const y = new Float64Array(n * D);
-  for (let r = 0; r < n; r++) {
-    let mu = 0, v = 0;
-    for (let d = 0; d < D; d++) mu += x[r * D + d] / D;
-    for (let d = 0; d < D; d++) v += (x[r * D + d] - mu) ** 2 / D;
-    for (let d = 0; d < D; d++) y[r * D + d] = ((x[r * D + d] - mu) / Math.sqrt(v + eps)) * w[d] + b[d];
-  }
-  return y;
-}
-
-function erf(x: number): number {
-  // Abramowitz–Stegun 7.1.26 is too coarse for a 1e-6 check; use the series / continued fraction.
-  const t = Math.abs(x);
-  let r: number;
-  if (t < 3) {
-    let sum = t, term = t;
-    for (let n = 1; n < 100; n++) { term *= -t * t / n; sum += term / (2 * n + 1); }
-    r = (2 / Math.sqrt(Math.PI)) * sum;
-  } else {
-    let f = 0;
-    for (let n = 60; n >= 1; n--) f = n / 2 / (t + f);
-    r = 1 - Math.exp(-t * t) / Math.sqrt(Math.PI) / (t + f);
-  }
-  return x < 0 ? -r : r;
-}
-
 /** CLIPTextModel forward in float64, straight from the definitions. */
 function clip64(cfg: ClipTextConfig, P: Params, ids: number[][]) {
-  const B = ids.length, L = ids[0].length, D = cfg.hiddenSize, H = cfg.numAttentionHeads, hd = D / H, F = cfg.intermediateSize;
+  const B = ids.length, L = ids[0].length, D = cfg.hiddenSize;
   const g = (n: string) => P.get(n)!;
   const N = B * L;
-  let x = new Float64Array(N * D);
+  let x: Float64Array = new Float64Array(N * D);
   const tok = g('embeddings.token_embedding.weight'), pos = g('embeddings.position_embedding.weight');
   for (let b = 0; b < B; b++) for (let l = 0; l < L; l++) for (let d = 0; d < D; d++) {
     x[(b * L + l) * D + d] = tok[ids[b][l] * D + d] + pos[l * D + d];
   }
   const hidden = [x];
-  const act = cfg.hiddenAct === 'quick_gelu'
-    ? (v: number) => v / (1 + Math.exp(-1.702 * v))
-    : (v: number) => 0.5 * v * (1 + erf(v / Math.SQRT2));
   for (let i = 0; i < cfg.numHiddenLayers; i++) {
-    const p = `encoder.layers.${i}`;
-    const h = layerNorm64(x, N, D, g(`${p}.layer_norm1.weight`), g(`${p}.layer_norm1.bias`), cfg.layerNormEps);
-    const proj = (nm: string) => linear64(h, N, D, D, g(`${p}.self_attn.${nm}.weight`), g(`${p}.self_attn.${nm}.bias`));
-    const q = proj('q_proj'), k = proj('k_proj'), v = proj('v_proj');
-    const o = new Float64Array(N * D);
-    for (let b = 0; b < B; b++) for (let hh = 0; hh < H; hh++) for (let qi = 0; qi < L; qi++) {
-      const sc: number[] = [];
-      for (let kj = 0; kj <= qi; kj++) {
-        let dotp = 0;
-        for (let e = 0; e < hd; e++) dotp += q[(b * L + qi) * D + hh * hd + e] * k[(b * L + kj) * D + hh * hd + e];
-        sc.push(dotp / Math.sqrt(hd));
-      }
-      const mx = Math.max(...sc);
-      const ex = sc.map((v2) => Math.exp(v2 - mx));
-      const z = ex.reduce((a2, c) => a2 + c, 0);
-      for (let e = 0; e < hd; e++) {
-        let acc = 0;
-        for (let kj = 0; kj <= qi; kj++) acc += (ex[kj] / z) * v[(b * L + kj) * D + hh * hd + e];
-        o[(b * L + qi) * D + hh * hd + e] = acc;
-      }
-    }
-    const a = linear64(o, N, D, D, g(`${p}.self_attn.out_proj.weight`), g(`${p}.self_attn.out_proj.bias`));
-    const r = x.map((v2, j) => v2 + a[j]);
-    const h2 = layerNorm64(r, N, D, g(`${p}.layer_norm2.weight`), g(`${p}.layer_norm2.bias`), cfg.layerNormEps);
-    const f1 = linear64(h2, N, D, F, g(`${p}.mlp.fc1.weight`), g(`${p}.mlp.fc1.bias`)).map(act);
-    const f2 = linear64(f1, N, F, D, g(`${p}.mlp.fc2.weight`), g(`${p}.mlp.fc2.bias`));
-    x = r.map((v2, j) => v2 + f2[j]);
+    x = encoderLayer64(x, B, L, cfg, P, `encoder.layers.${i}`, true);
     hidden.push(x);
   }
   const last = layerNorm64(x, N, D, g('final_layer_norm.weight'), g('final_layer_norm.bias'), cfg.layerNormEps);

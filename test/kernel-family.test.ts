@@ -97,13 +97,6 @@ s('matmul: both families give the same bits (transposes, broadcast batch, size-1
     [[2, 33, 19], [2, 65, 33], { transA: true, transB: true }],
     [[1, 1], [1, 130], {}],
     [[129, 8], [40, 8], { transB: true }],
-    // Layouts the software kernel reads as vec4 (k4 / mn4 for A and B), and one whose K leaves a
-    // remainder after the groups of four.
-    [[2, 36, 20], [20, 44], {}],
-    [[36, 20], [44, 20], { transB: true }],
-    [[20, 36], [20, 44], { transA: true }],
-    [[3, 20, 36], [3, 44, 20], { transA: true, transB: true }],
-    [[24, 21], [21, 16], {}],
   ];
   for (const dtype of (dev.hasF16 ? ['f32', 'f16'] : ['f32']) as DType[]) {
     for (const [i, [sa, sb, o]] of cases.entries()) {

@@ -36,7 +36,7 @@ export function sdV1ClipTextConfig(): ClipTextConfig {
 
 // Keys of PretrainedConfig / CLIPTextConfig (transformers 4.x and 5.x) that do not change the
 // eval-mode forward pass of the text model.
-const BENIGN = new Set([
+export const BENIGN_CONFIG_KEYS: ReadonlySet<string> = new Set([
   'architectures', 'model_type', 'transformers_version', 'projection_dim', 'initializer_range', 'initializer_factor',
   'attention_dropout', 'dropout', 'hidden_dropout', 'hidden_dropout_prob', 'attention_probs_dropout_prob',
   'output_attentions', 'output_hidden_states', 'return_dict', 'use_return_dict', 'torchscript', 'use_bfloat16',
@@ -53,6 +53,18 @@ const BENIGN = new Set([
 ]);
 
 const DTYPES = new Set(['float32', 'float16', 'bfloat16', 'float64', 'auto']);
+
+/** The storage dtype a config states (`torch_dtype`, or `dtype` as transformers 5.x writes it), checked. */
+export function configDtype(raw: Record<string, unknown>, where: string): string | undefined {
+  let out: string | undefined;
+  for (const key of ['torch_dtype', 'dtype']) {
+    const v = raw[key];
+    if (v === undefined || v === null) continue;
+    if (typeof v !== 'string' || !DTYPES.has(v)) throw new Error(`${where}: "${key}" = ${JSON.stringify(v)} is not a known dtype (${[...DTYPES].join(', ')})`);
+    out = v;
+  }
+  return out;
+}
 
 /**
  * Parses a CLIPTextConfig JSON object. `where` names the source in error messages. Throws an
@@ -93,19 +105,15 @@ export function parseClipTextConfig(json: unknown, where = 'CLIP text config'): 
   if (cfg.hiddenSize % cfg.numAttentionHeads !== 0) {
     throw new Error(`${where}: "hidden_size" = ${cfg.hiddenSize} is not divisible by "num_attention_heads" = ${cfg.numAttentionHeads}`);
   }
-  for (const key of ['torch_dtype', 'dtype']) {
-    const v = raw[key];
-    if (v === undefined || v === null) continue;
-    if (typeof v !== 'string' || !DTYPES.has(v)) throw new Error(`${where}: "${key}" = ${JSON.stringify(v)} is not a known dtype (${[...DTYPES].join(', ')})`);
-    cfg.dtype = v;
-  }
+  const dtype = configDtype(raw, where);
+  if (dtype) cfg.dtype = dtype;
   const interpreted = new Set([
     'vocab_size', 'hidden_size', 'intermediate_size', 'num_hidden_layers', 'num_attention_heads', 'max_position_embeddings',
     'hidden_act', 'layer_norm_eps', 'bos_token_id', 'eos_token_id', 'pad_token_id', 'torch_dtype', 'dtype',
   ]);
   for (const key of Object.keys(raw)) {
     // Leading underscores are transformers' private bookkeeping (_name_or_path, _commit_hash, ...).
-    if (interpreted.has(key) || BENIGN.has(key) || key.startsWith('_')) continue;
+    if (interpreted.has(key) || BENIGN_CONFIG_KEYS.has(key) || key.startsWith('_')) continue;
     throw new Error(`${where}: unknown key "${key}" (it may change the computation; not supported)`);
   }
   return cfg;
@@ -141,17 +149,21 @@ export function clipTextParameterShapes(cfg: ClipTextConfig): [string, number[]]
     ['embeddings.token_embedding.weight', [cfg.vocabSize, D]],
     ['embeddings.position_embedding.weight', [cfg.maxPositionEmbeddings, D]],
   ];
-  for (let i = 0; i < cfg.numHiddenLayers; i++) {
-    const p = `encoder.layers.${i}`;
-    // transformers' CLIPAttention creates k, v, q, out in that order.
-    for (const proj of ['k_proj', 'v_proj', 'q_proj', 'out_proj']) {
-      out.push([`${p}.self_attn.${proj}.weight`, [D, D]], [`${p}.self_attn.${proj}.bias`, [D]]);
-    }
-    out.push([`${p}.layer_norm1.weight`, [D]], [`${p}.layer_norm1.bias`, [D]]);
-    out.push([`${p}.mlp.fc1.weight`, [F, D]], [`${p}.mlp.fc1.bias`, [F]]);
-    out.push([`${p}.mlp.fc2.weight`, [D, F]], [`${p}.mlp.fc2.bias`, [D]]);
-    out.push([`${p}.layer_norm2.weight`, [D]], [`${p}.layer_norm2.bias`, [D]]);
-  }
+  for (let i = 0; i < cfg.numHiddenLayers; i++) out.push(...clipEncoderLayerShapes(`encoder.layers.${i}`, D, F));
   out.push(['final_layer_norm.weight', [D]], ['final_layer_norm.bias', [D]]);
+  return out;
+}
+
+/** One CLIPEncoderLayer's names (under `p`) and shapes, width D, MLP width F: the same in both towers. */
+export function clipEncoderLayerShapes(p: string, D: number, F: number): [string, number[]][] {
+  const out: [string, number[]][] = [];
+  // transformers' CLIPAttention creates k, v, q, out in that order.
+  for (const proj of ['k_proj', 'v_proj', 'q_proj', 'out_proj']) {
+    out.push([`${p}.self_attn.${proj}.weight`, [D, D]], [`${p}.self_attn.${proj}.bias`, [D]]);
+  }
+  out.push([`${p}.layer_norm1.weight`, [D]], [`${p}.layer_norm1.bias`, [D]]);
+  out.push([`${p}.mlp.fc1.weight`, [F, D]], [`${p}.mlp.fc1.bias`, [F]]);
+  out.push([`${p}.mlp.fc2.weight`, [D, F]], [`${p}.mlp.fc2.bias`, [D]]);
+  out.push([`${p}.layer_norm2.weight`, [D]], [`${p}.layer_norm2.bias`, [D]]);
   return out;
 }

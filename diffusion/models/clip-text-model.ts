@@ -7,15 +7,11 @@
 // layer norm; pooled = the final state at the first end-of-text token of each prompt.
 // Loading and saving live in clip-text-io.ts; clip-text.ts exports everything.
 
-import {
-  Tensor, add, arange, attention, cast, embedding, eq, full, gelu, indexSelect, max, min, permute, quickGelu,
-  randomNormal, randomUniform, reshape, slice, tensor, tidy, where, nn,
-} from '../../engine/index.js';
+import { Tensor, add, arange, cast, embedding, eq, full, indexSelect, max, min, reshape, slice, tensor, tidy, where, nn } from '../../engine/index.js';
 import type { Device } from '../../engine/index.js';
 import { getDefaultDevice } from '../../engine/tensor.js';
 import { ClipTextConfig } from './clip-config.js';
-
-type FloatDType = 'f32' | 'f16';
+import { ClipEncoder, EmbeddingTable, FloatDType, ParamFactory } from './clip-encoder.js';
 
 export interface ClipTextModelOptions {
   device?: Device;
@@ -45,60 +41,6 @@ export interface ClipTextOutput {
   hiddenStates?: Tensor[];
 }
 
-/** Makes parameter tensors in the model's dtype, either initialised or left empty. */
-class ParamFactory {
-  private next: number;
-  constructor(readonly device: Device, readonly dtype: FloatDType, readonly empty: boolean, seed: number) {
-    this.next = seed;
-  }
-
-  private finish(t: Tensor): Tensor {
-    if (this.dtype === 'f32') return t;
-    const c = cast(t, this.dtype);
-    t.dispose();
-    return c;
-  }
-
-  uniform(shape: number[], bound: number): Tensor {
-    if (this.empty) return new Tensor(this.device, shape, this.dtype);
-    return this.finish(randomUniform(shape, this.next++, { low: -bound, high: bound, device: this.device }));
-  }
-
-  normal(shape: number[], std: number): Tensor {
-    if (this.empty) return new Tensor(this.device, shape, this.dtype);
-    return this.finish(randomNormal(shape, this.next++, { std, device: this.device }));
-  }
-
-  constant(shape: number[], value: number): Tensor {
-    if (this.empty) return new Tensor(this.device, shape, this.dtype);
-    return full(shape, value, this.dtype, this.device);
-  }
-
-  /** torch.nn.Linear's init: uniform(±1/sqrt(in)) for weight and bias. */
-  linear(inF: number, outF: number): nn.Linear {
-    const b = 1 / Math.sqrt(inF);
-    return new nn.Linear(inF, outF, { weights: { weight: this.uniform([outF, inF], b), bias: this.uniform([outF], b) } });
-  }
-
-  layerNorm(dim: number, eps: number): nn.LayerNorm {
-    const ln = new nn.LayerNorm(dim, { eps, device: this.device });
-    if (this.dtype !== 'f32') {
-      ln.replaceParameter('weight', this.constant([dim], 1));
-      ln.replaceParameter('bias', this.constant([dim], 0));
-    }
-    return ln;
-  }
-}
-
-/** A lookup table with one parameter, `weight` [n, dim] (nn.Embedding without its N(0,1) init). */
-class EmbeddingTable extends nn.Module {
-  constructor(weight: Tensor) {
-    super();
-    this.registerParameter('weight', weight);
-  }
-  get weight(): Tensor { return this.param('weight'); }
-}
-
 class ClipTextEmbeddings extends nn.Module {
   readonly token_embedding: EmbeddingTable;
   readonly position_embedding: EmbeddingTable;
@@ -117,82 +59,6 @@ class ClipTextEmbeddings extends nn.Module {
       const pos = slice(pw, [0, 0], [L, pw.shape[1]]);
       return add(tok, pos);
     });
-  }
-}
-
-class ClipAttention extends nn.Module {
-  readonly k_proj: nn.Linear;
-  readonly v_proj: nn.Linear;
-  readonly q_proj: nn.Linear;
-  readonly out_proj: nn.Linear;
-  constructor(readonly dim: number, readonly heads: number, f: ParamFactory) {
-    super();
-    // transformers registers k, v, q, out in this order; the state dict follows it.
-    this.k_proj = this.registerModule('k_proj', f.linear(dim, dim));
-    this.v_proj = this.registerModule('v_proj', f.linear(dim, dim));
-    this.q_proj = this.registerModule('q_proj', f.linear(dim, dim));
-    this.out_proj = this.registerModule('out_proj', f.linear(dim, dim));
-  }
-
-  /** x [B, L, D], mask [L, L] additive → [B, L, D]. */
-  forward(x: Tensor, mask: Tensor): Tensor {
-    return tidy(() => {
-      const [B, L] = x.shape;
-      const H = this.heads, hd = this.dim / H;
-      // Fields, not the registered children, so an injected LoRA layer (which repoints them) is used.
-      const split = (lin: nn.Linear) => permute(reshape(lin.forward(x), [B, L, H, hd]), [0, 2, 1, 3]);
-      const o = attention(split(this.q_proj), split(this.k_proj), split(this.v_proj), { mask });
-      const merged = reshape(permute(o, [0, 2, 1, 3]), [B, L, this.dim]);
-      return this.out_proj.forward(merged);
-    });
-  }
-}
-
-class ClipMlp extends nn.Module {
-  readonly fc1: nn.Linear;
-  readonly fc2: nn.Linear;
-  constructor(dim: number, hidden: number, readonly act: ClipTextConfig['hiddenAct'], f: ParamFactory) {
-    super();
-    this.fc1 = this.registerModule('fc1', f.linear(dim, hidden));
-    this.fc2 = this.registerModule('fc2', f.linear(hidden, dim));
-  }
-
-  forward(x: Tensor): Tensor {
-    return tidy(() => {
-      const h = this.fc1.forward(x);
-      // 'gelu' is transformers' exact (erf) GELU; quick_gelu is x·σ(1.702x).
-      return this.fc2.forward(this.act === 'quick_gelu' ? quickGelu(h) : gelu(h));
-    });
-  }
-}
-
-class ClipEncoderLayer extends nn.Module {
-  readonly self_attn: ClipAttention;
-  readonly layer_norm1: nn.LayerNorm;
-  readonly mlp: ClipMlp;
-  readonly layer_norm2: nn.LayerNorm;
-  constructor(cfg: ClipTextConfig, f: ParamFactory) {
-    super();
-    this.self_attn = this.registerModule('self_attn', new ClipAttention(cfg.hiddenSize, cfg.numAttentionHeads, f));
-    this.layer_norm1 = this.registerModule('layer_norm1', f.layerNorm(cfg.hiddenSize, cfg.layerNormEps));
-    this.mlp = this.registerModule('mlp', new ClipMlp(cfg.hiddenSize, cfg.intermediateSize, cfg.hiddenAct, f));
-    this.layer_norm2 = this.registerModule('layer_norm2', f.layerNorm(cfg.hiddenSize, cfg.layerNormEps));
-  }
-
-  /** Pre-LN block: x + attn(ln1(x)), then + mlp(ln2(·)). */
-  forward(x: Tensor, mask: Tensor): Tensor {
-    return tidy(() => {
-      const r = add(x, this.self_attn.forward(this.layer_norm1.forward(x), mask));
-      return add(r, this.mlp.forward(this.layer_norm2.forward(r)));
-    });
-  }
-}
-
-class ClipEncoder extends nn.Module {
-  readonly layers: nn.ModuleList<ClipEncoderLayer>;
-  constructor(cfg: ClipTextConfig, f: ParamFactory) {
-    super();
-    this.layers = this.registerModule('layers', new nn.ModuleList(Array.from({ length: cfg.numHiddenLayers }, () => new ClipEncoderLayer(cfg, f))));
   }
 }
 

@@ -1,0 +1,104 @@
+// Loading a transformers-style weights file into a model whose names and shapes the config
+// fixes: the whole file is checked from its header first (every missing, unexpected, duplicated,
+// mis-shaped or non-float key reported in one Error), then tensors are streamed in groups (one
+// transformer layer at a time) and copied into the model, so peak memory is the model plus one
+// group, not the model plus the file.
+
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { fmt, nn } from '../../engine/index.js';
+import type { Device } from '../../engine/index.js';
+import { SafetensorsHeader, loadSafetensors, readSafetensorsHeader } from '../../engine/safetensors.js';
+
+/** Reads `folder/config.json`; a missing folder or file and bad JSON are Errors naming the path. */
+export async function readConfigJson(folder: string, label: string): Promise<{ json: unknown; path: string }> {
+  const path = join(folder, 'config.json');
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (e) {
+    throw new Error(`${label}: cannot read ${path}: ${(e as Error).message}`);
+  }
+  try {
+    return { json: JSON.parse(text), path };
+  } catch (e) {
+    throw new Error(`${label}: ${path} is not valid JSON: ${(e as Error).message}`);
+  }
+}
+
+const FLOAT_FILE_DTYPES = new Set(['F64', 'F32', 'F16', 'BF16']);
+
+/**
+ * Maps each file key to the model's name for it: a name, or null for a key the loader skips on
+ * purpose (a buffer such as position_ids, or the other tower of a dual encoder).
+ */
+export type KeyMapper = (fileKey: string) => string | null;
+
+export interface HeaderComparison {
+  /** File key by model name, for the keys that map to an expected name. */
+  fileKey: Map<string, string>;
+  missing: string[];
+  unexpected: string[];
+  /** Duplicated, mis-shaped and non-float keys, one line each. */
+  bad: string[];
+}
+
+/** A weights header against the expected names and shapes (`fits` may accept other shapes, e.g. 1×1-conv weights). */
+export function compareHeader(header: SafetensorsHeader, expected: ReadonlyMap<string, readonly number[]>, mapKey: KeyMapper,
+  fits: (name: string, got: readonly number[], want: readonly number[]) => boolean = (_n, got, want) => got.join() === want.join()): HeaderComparison {
+  const fileKey = new Map<string, string>();
+  const unexpected: string[] = [], bad: string[] = [];
+  for (const [key, entry] of header.tensors) {
+    const name = mapKey(key);
+    if (name === null) continue;
+    const want = expected.get(name);
+    if (!want) { unexpected.push(key); continue; }
+    const prev = fileKey.get(name);
+    if (prev !== undefined) { bad.push(`${name}: given twice (as "${prev}" and "${key}")`); continue; }
+    fileKey.set(name, key);
+    if (!fits(name, entry.shape, want)) bad.push(`${key}: shape ${fmt(entry.shape)} in the file, ${fmt(want)} expected by the config`);
+    else if (!FLOAT_FILE_DTYPES.has(entry.dtype)) bad.push(`${key}: dtype ${entry.dtype} is not a float type`);
+  }
+  return { fileKey, missing: [...expected.keys()].filter((n) => !fileKey.has(n)), unexpected, bad };
+}
+
+/** Checks `path` against the expected names and shapes; returns file key by model name, or throws one Error listing every problem. */
+export async function planCheckedLoad(path: string, expected: ReadonlyMap<string, readonly number[]>, mapKey: KeyMapper, label: string): Promise<Map<string, string>> {
+  const { fileKey, missing, unexpected, bad } = compareHeader(await readSafetensorsHeader(path), expected, mapKey);
+  if (missing.length || unexpected.length || bad.length) {
+    const lines = [`${label} ${path}: the weights do not fit the config`];
+    if (missing.length) lines.push(`  missing keys (${missing.length}): ${missing.join(', ')}`);
+    if (unexpected.length) lines.push(`  unexpected keys (${unexpected.length}): ${unexpected.join(', ')}`);
+    if (bad.length) lines.push(`  bad keys (${bad.length}):`, ...bad.map((b) => `    ${b}`));
+    throw new Error(lines.join('\n'));
+  }
+  return fileKey;
+}
+
+/** The loading group of a name: each `…layers.N.` prefix is one group, anything else goes by its first component. */
+export function layerGroup(name: string): string {
+  const m = /^(.*?\blayers\.\d+)\./.exec(name);
+  return m ? m[1] : name.split('.')[0];
+}
+
+/**
+ * Streams the planned tensors into `model` group by group (cast to `dtype`). The caller disposes
+ * the model if this throws.
+ */
+export async function streamInto(model: nn.Module, path: string, fileKey: ReadonlyMap<string, string>, device: Device, dtype: 'f32' | 'f16', groupOf: (name: string) => string = layerGroup): Promise<void> {
+  const groups = new Map<string, string[]>();
+  for (const name of fileKey.keys()) {
+    const g = groupOf(name);
+    if (!groups.has(g)) groups.set(g, []);
+    groups.get(g)!.push(name);
+  }
+  for (const names of groups.values()) {
+    const wanted = new Map(names.map((n) => [fileKey.get(n)!, n]));
+    const loaded = await loadSafetensors(path, { device, dtype, filter: (k) => wanted.has(k) });
+    try {
+      model.loadStateDict(new Map([...loaded].map(([k, t]) => [wanted.get(k)!, t])), { strict: false });
+    } finally {
+      for (const t of loaded.values()) t.dispose();
+    }
+  }
+}
