@@ -105,15 +105,12 @@ export interface MetricsRow {
   gpu_live_bytes: number | null;
   gpu_peak_bytes: number | null;
   grid_reward_mean: number | null;
-<<<<<<< HEAD
   /** Standard deviation of the fixed-seed eval rewards over the eval samples (the unit the report measures a gain in). */
   grid_reward_std?: number | null;
-=======
   /** A combined reward: each part's mean (before weighting). */
   reward_parts?: Record<string, number | null>;
   /** The reward's counters (e.g. service requests, retries, failed samples). */
   reward_counters?: Record<string, number>;
->>>>>>> main
   /** Wall-clock time the line was written (ISO 8601). */
   time: string;
 }
