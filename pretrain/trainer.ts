@@ -379,10 +379,18 @@ export class Pretrainer {
     const c = this.config;
     const order = stage === 1 ? new BatchOrder(deriveSeed(c.seed, S_VAE_ORDER), this.opts.data.images.length, c.vae.batch_size)
       : new BatchOrder(deriveSeed(c.seed, S_UNET_ORDER), this.opts.data.images.length, c.train.batch_size);
+    // At most one step runs ahead of the GPU: recording many steps' dispatches with no wait
+    // (25 steps of the shipped model's stage 2) crashed Dawn on lavapipe (SIGSEGV), and a deep
+    // queue only delays the read-backs anyway. Waiting for step s − 1 while step s runs keeps
+    // the host's recording overlapped with the GPU.
+    let inFlight: Promise<void> | null = null;
     while (this.step < total) {
-      if (this.stopRequested) { await this.flush(); return false; }
+      if (this.stopRequested) { await inFlight; await this.flush(); return false; }
       const idx = order.at(this.step);
       if (stage === 1) this.vaeStep(idx); else this.unetStep(idx);
+      const previous = inFlight;
+      inFlight = this.device.sync();
+      await previous;
       this.step++;
       this.window.steps++;
       this.opts.onProgress?.({ stage, step: this.step, total });
@@ -390,6 +398,7 @@ export class Pretrainer {
       if (this.step % c.checkpoint_every === 0 && this.step < total) await this.save();
       if (stage === 2 && c.sample.every > 0 && this.step % c.sample.every === 0 && this.step < total) await this.grid();
     }
+    await inFlight;
     await this.flush();
     await this.save();
     return true;
