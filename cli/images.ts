@@ -53,15 +53,17 @@ function wrap(text: string, maxChars: number, lines: number): string[] {
 
 /**
  * A grid of images with up to `captionLines` lines of caption under each (e.g. the prompt and its
- * reward). Images are upscaled by an integer factor so that small samples stay legible.
+ * reward). Images are upscaled by an integer factor (to about 192 px) so that small samples stay
+ * legible, and captions are drawn at twice the font size wherever a cell is wide enough for it.
  */
-export function gridPNG(images: RGBImage[], captions: string[][] = [], opts: { cols?: number; upscale?: number; captionLines?: number } = {}): Buffer {
+export function gridPNG(images: RGBImage[], captions: string[][] = [], opts: { cols?: number; upscale?: number; captionLines?: number; captionScale?: number } = {}): Buffer {
   if (!images.length) throw new Error('gridPNG: no images');
   const h0 = images[0].height, w0 = images[0].width;
-  const up = opts.upscale ?? Math.max(1, Math.floor(128 / Math.max(h0, w0)));
+  const up = opts.upscale ?? Math.max(1, Math.floor(192 / Math.max(h0, w0)));
   const cols = opts.cols ?? Math.min(images.length, Math.ceil(Math.sqrt(images.length)));
   const rows = Math.ceil(images.length / cols);
-  const cw = w0 * up, ch = h0 * up, pad = 4, scale = 1;
+  const cw = w0 * up, ch = h0 * up, pad = 4;
+  const scale = opts.captionScale ?? (cw >= 160 ? 2 : 1);
   const lineH = (GLYPH_H + 3) * scale;
   const capLines = opts.captionLines ?? (captions.length ? Math.max(...captions.map((c) => c.length), 1) + 1 : 0);
   const cellW = cw + 2 * pad, cellH = ch + 2 * pad + capLines * lineH;

@@ -11,10 +11,14 @@
 // text_encoder: {...} } for all: the layout of ../shared/reference/sd_v1_parameter_shapes.json,
 // so the output of `ddpo inspect --config sd-v1 --json` can be compared with it directly. Names
 // are the current ones (what the model calls them), whatever the file said.
+//
+// --check-values also reads the data and reports every tensor holding NaN/Inf (cli/check-values.ts);
+// it takes a pipeline or component folder, a .safetensors file, or a training checkpoint folder.
 
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SafetensorsHeader, readSafetensorsHeader } from '../engine/safetensors.js';
+import { checkFileValues } from './check-values.js';
 import { fmt } from '../engine/shape.js';
 import { CONFIG_NAMES, PART_NAMES, PartName, namedConfig } from '../diffusion/configs.js';
 import { parseUnetConfig, unetParameterShapes } from '../diffusion/models/unet-config.js';
@@ -269,6 +273,27 @@ export interface InspectCliOptions {
   part?: string;
   json?: boolean;
   summary?: boolean;
+  /** Also scan every weight for NaN/Inf (reads the data, not only the headers). */
+  checkValues?: boolean;
+}
+
+/** The safetensors files a folder's weights are in: a pipeline's or component's weight files, a run checkpoint's, or the file itself. */
+function weightFiles(path: string, reports: readonly PartReport[]): string[] {
+  if (path.endsWith('.safetensors')) return [path];
+  if (existsSync(join(path, 'trainer.json'))) return ['weights.safetensors', 'optimizer.safetensors'].map((f) => join(path, f)).filter((f) => existsSync(f));
+  return reports.map((r) => r.source).filter((f) => f.endsWith('.safetensors') && existsSync(f));
+}
+
+/** --check-values: scans the files, prints what holds NaN/Inf; returns the number of such tensors. */
+async function reportValues(files: readonly string[], out: (s: string) => void, err: (s: string) => void): Promise<number> {
+  let bad = 0;
+  for (const f of files) {
+    const r = await checkFileValues(f);
+    bad += r.bad.length;
+    if (!r.bad.length) out(`${f}: all ${r.scanned} float tensors finite`);
+    for (const t of r.bad) err(`${f}: "${t.name}" (${t.dtype}, ${t.size} values) holds ${t.nonFinite} non-finite values (${t.nan} NaN, ${t.nonFinite - t.nan} ±Inf)`);
+  }
+  return bad;
 }
 
 /** The command: prints the listing (or JSON) and returns the exit code (1 if any problem). */
@@ -277,6 +302,14 @@ export async function inspectCommand(dir: string | undefined, o: InspectCliOptio
   const parts = o.part ? [o.part as PartName] : PART_NAMES;
   if (dir && o.config) throw new Error('give a folder or --config NAME, not both');
   if (!dir && !o.config) throw new Error(`give a diffusers folder or --config ${[...CONFIG_NAMES, ...CLIP_CONFIG_NAMES].join('|')}`);
+  if (o.checkValues && o.config) throw new Error('--check-values reads weights: give a folder (or a .safetensors file, or a checkpoint folder), not --config');
+  if (o.checkValues && dir && (dir.endsWith('.safetensors') || existsSync(join(dir, 'trainer.json')))) {
+    // A single file or a training checkpoint: values only (there is no config to check shapes against).
+    if (!existsSync(dir)) throw new Error(`${dir}: no such file`);
+    const bad = await reportValues(weightFiles(dir, []), out, err);
+    if (bad) err(`${dir}: ${bad} tensor(s) hold NaN/Inf`);
+    return bad ? 1 : 0;
+  }
   const clip = o.config ? isClipConfigName(o.config) : isClipFolder(dir!);
   if (clip && o.part) throw new Error('--part applies to Stable Diffusion folders and configs, not to CLIP');
   const reports = clip ? (o.config ? inspectClipConfig(o.config) : [await inspectClipFolder(dir!)])
@@ -284,8 +317,13 @@ export async function inspectCommand(dir: string | undefined, o: InspectCliOptio
   const problems = reports.flatMap((r) => r.problems.map((p) => `${r.part}: ${p}`));
   if (o.json) out(JSON.stringify(reportsToJson(reports, !!o.part)));
   else out(formatReports(reports, { summary: o.summary }));
+  const bad = o.checkValues ? await reportValues(weightFiles(dir!, reports), out, err) : 0;
   if (problems.length) {
     err(`${dir}: ${problems.length} problem(s) — the weights do not fit their configs:\n  ${problems.join('\n  ')}`);
+    return 1;
+  }
+  if (bad) {
+    err(`${dir}: ${bad} tensor(s) hold NaN/Inf; sampling with these weights gives NaN latents (ddpo sample reports the step), and training cannot recover them`);
     return 1;
   }
   return 0;

@@ -1,7 +1,8 @@
 // What a training run leaves in its folder for people to read: metrics.jsonl (one JSON line per
-// epoch), a captioned PNG grid of the fixed-seed samples per epoch (grids/epoch-0003.png), the
-// reward curve (reward.svg), a self-contained report.html (curves inline, latest grids as base64,
-// resolved config, run facts), and config.json. Every file is replaced atomically (temp file +
+// epoch that started, failed ones included, with its status), a captioned PNG grid of the
+// fixed-seed samples per epoch (grids/epoch-0003.png), the reward curve (reward.svg), a
+// self-contained report.html (curves inline, first and latest grids as base64 and a link to every
+// epoch's, resolved config, run facts), and config.json. Every file is replaced atomically (temp file +
 // rename), so a crash or Ctrl-C mid-write never leaves a half line or a truncated report: metrics
 // are kept in memory and the whole file rewritten each epoch (a few kB per epoch).
 
@@ -27,6 +28,10 @@ export interface GridImage extends RGBImage {
  */
 export interface EpochInput {
   epoch: number;
+  /** How the epoch ended (default 'ok'): the trainer's EpochRecord or FailedEpoch status. */
+  status?: string;
+  /** Why a failed epoch ended. */
+  error?: string;
   /** One per sample; NaN for a dropped sample. */
   rewards: ArrayLike<number>;
   prompts?: readonly string[];
@@ -40,8 +45,10 @@ export interface EpochInput {
   gradNorm?: number | null;
   lr?: number | null;
   optimizerSteps?: number;
+  /** Optimizer steps skipped for a NaN/Inf loss or gradient norm. */
+  skippedSteps?: number;
   globalStep?: number;
-  seconds?: { sampling?: number; reward?: number; training?: number; total?: number };
+  seconds?: { sampling?: number; reward?: number; rewardCompute?: number; training?: number; total?: number };
   samplesPerSecond?: number | null;
   memory?: { liveBytes?: number; peakTotalBytes?: number };
   dropped?: number;
@@ -63,6 +70,9 @@ export interface EpochInput {
 /** One line of metrics.jsonl. Non-finite numbers are written as null. */
 export interface MetricsRow {
   epoch: number;
+  /** 'ok', or how a failed epoch ended ('stopped', 'reward-failure', 'non-finite', 'error'). */
+  status: string;
+  error: string | null;
   samples: number;
   dropped: number;
   reward_mean: number | null;
@@ -82,9 +92,13 @@ export interface MetricsRow {
   grad_norm: number | null;
   lr: number | null;
   optimizer_steps: number | null;
+  skipped_steps: number | null;
   global_step: number | null;
   time_sampling_s: number | null;
+  /** The wait for rewards after the last batch was sampled. */
   time_reward_s: number | null;
+  /** Each batch's scoring from submission to result, summed (it overlaps sampling). */
+  time_reward_compute_s: number | null;
   time_training_s: number | null;
   time_total_s: number | null;
   samples_per_s: number | null;
@@ -108,14 +122,16 @@ export function metricsRow(rec: EpochInput, now = new Date()): MetricsRow {
   const grid = gridRewards(rec);
   return {
     epoch: rec.epoch,
+    status: rec.status ?? 'ok',
+    error: rec.error ?? null,
     samples: rec.rewards.length,
     dropped,
     reward_mean: fin(r.mean), reward_std: fin(r.std), reward_min: fin(r.min), reward_max: fin(r.max),
     reward_p10: fin(r.p10), reward_p50: fin(r.p50), reward_p90: fin(r.p90),
     adv_mean: fin(rec.advantages?.mean), adv_std: fin(rec.advantages?.std), adv_clipped_fraction: fin(rec.advantages?.clippedFraction),
     loss: fin(rec.loss), approx_kl: fin(rec.approxKl), clipfrac: fin(rec.clipfrac), kl: fin(rec.kl), grad_norm: fin(rec.gradNorm), lr: fin(rec.lr),
-    optimizer_steps: fin(rec.optimizerSteps), global_step: fin(rec.globalStep),
-    time_sampling_s: fin(rec.seconds?.sampling), time_reward_s: fin(rec.seconds?.reward),
+    optimizer_steps: fin(rec.optimizerSteps), skipped_steps: fin(rec.skippedSteps), global_step: fin(rec.globalStep),
+    time_sampling_s: fin(rec.seconds?.sampling), time_reward_s: fin(rec.seconds?.reward), time_reward_compute_s: fin(rec.seconds?.rewardCompute),
     time_training_s: fin(rec.seconds?.training), time_total_s: fin(rec.seconds?.total),
     samples_per_s: fin(rec.samplesPerSecond),
     gpu_live_bytes: fin(rec.memory?.liveBytes), gpu_peak_bytes: fin(rec.memory?.peakTotalBytes),
@@ -310,7 +326,7 @@ export class RunReport {
       if (!this.firstGrid || this.firstGrid.epoch >= rec.epoch) this.firstGrid = g;
       if (!this.latestGrid || this.latestGrid.epoch <= rec.epoch) this.latestGrid = g;
     }
-    writeFileAtomic(this.rewardSvgPath, rewardChartSVG(this.rows));
+    writeFileAtomic(this.rewardSvgPath, rewardChartSVG(this.rows.filter((r) => (r.status ?? 'ok') === 'ok')));
     this.writeHtml();
     return row;
   }
@@ -324,50 +340,85 @@ export class RunReport {
     writeFileAtomic(this.metricsPath, this.rows.map((r) => JSON.stringify(r)).join('\n') + (this.rows.length ? '\n' : ''));
   }
 
+  /**
+   * The curves of the finished epochs, and notes on those left out: the loss where it says nothing
+   * (DDPO with one optimizer step per epoch: the surrogate at ratio 1 is −mean(A) ≈ 0 by
+   * construction), and approx_kl / clipfrac / the KL penalty while they are 0 in every epoch.
+   */
+  private charts(ok: readonly MetricsRow[]): { charts: string[]; notes: string[] } {
+    if (!ok.length) return { charts: [], notes: ['No epoch has finished yet, so there are no curves.'] };
+    const charts: string[] = [rewardChartSVG(ok)];
+    const notes: string[] = [];
+    const nonZero = (k: Key) => ok.some((r) => typeof r[k] === 'number' && r[k] !== 0);
+    charts.push(metricsChartSVG(ok, [{ key: 'grad_norm', name: 'gradient norm (before clipping)' }], 'gradient norm', 'L2 norm'));
+    const algorithm = (this.config as { algorithm?: string } | undefined)?.algorithm ?? '';
+    const ddpo = algorithm.startsWith('ddpo');
+    if (ddpo && ok.every((r) => (r.optimizer_steps ?? 0) <= 1)) {
+      notes.push("Loss not shown: with one optimizer step per epoch, DDPO's surrogate is evaluated at ratio 1, where its value is −mean(advantage) ≈ 0 by construction (advantages are standardised). The gradient norm shows the size of each update instead.");
+    } else {
+      charts.push(metricsChartSVG(ok, [{ key: 'loss', name: 'loss' }], 'loss (mean over the epoch\'s optimizer steps)', 'loss'));
+    }
+    const kl = nonZero('kl');
+    if (nonZero('approx_kl') || nonZero('clipfrac') || kl) {
+      charts.push(metricsChartSVG(ok, [{ key: 'approx_kl', name: 'approx_kl' }, ...(kl ? [{ key: 'kl' as Key, name: 'KL penalty', color: '#2ca02c' }] : [])], 'approx_kl', 'approx KL'));
+      if (algorithm === 'ddpo-is') charts.push(metricsChartSVG(ok, [{ key: 'clipfrac', name: 'clipfrac' }], 'clipfrac', 'fraction clipped'));
+    } else if (ddpo) {
+      notes.push("approx_kl and clipfrac are 0 in every epoch: each round's first optimizer step sees ratios of exactly 1, and they only move from a round's second step on (train.inner_epochs > 1, or several steps per epoch).");
+    }
+    charts.push(metricsChartSVG(ok, [
+      { key: 'time_sampling_s', name: 'sampling' }, { key: 'time_reward_s', name: 'waiting for rewards' },
+      { key: 'time_reward_compute_s', name: 'scoring (overlaps sampling)', color: '#bbbbbb' }, { key: 'time_training_s', name: 'training' },
+    ], 'time per epoch', 'seconds'));
+    const parts = rewardPartsChartSVG(ok);
+    if (parts) charts.push(parts);
+    return { charts, notes };
+  }
+
   /** The report page: self-contained (inline SVG, base64 PNG, no external files or scripts). */
   html(): string {
     const rows = this.rows;
     const last = rows[rows.length - 1];
     const sum = (k: Key) => rows.reduce((s, r) => s + ((r[k] as number | null) ?? 0), 0);
     const facts: [string, string][] = Object.entries(this.facts).filter(([, v]) => v !== undefined && v !== null).map(([k, v]) => [k, String(v)]);
+    const ok = rows.filter((r) => (r.status ?? 'ok') === 'ok');
+    const failed = rows.filter((r) => (r.status ?? 'ok') !== 'ok');
     if (rows.length) {
       const total = sum('time_total_s');
-      facts.push(['epochs recorded', `${rows.length} (${rows[0].epoch}–${last.epoch})`]);
-      facts.push(['reward (last epoch)', `${fmt(last.reward_mean)} ± ${fmt(last.reward_std)} (first: ${fmt(rows[0].reward_mean)})`]);
+      facts.push(['epochs recorded', `${rows.length} (${rows[0].epoch}–${last.epoch})${failed.length ? `, ${failed.length} of them unfinished` : ''}`]);
+      for (const f of failed) facts.push([`epoch ${f.epoch}`, `${f.status}: ${f.error ?? ''}`]);
+      if (ok.length) {
+        const [o0, o1] = [ok[0], ok[ok.length - 1]];
+        facts.push(['reward (last finished epoch)', `${fmt(o1.reward_mean)} ± ${fmt(o1.reward_std)} at epoch ${o1.epoch} (epoch ${o0.epoch}: ${fmt(o0.reward_mean)})`]);
+      }
       const evals = rows.filter((r) => r.grid_reward_mean !== null);
       if (evals.length) {
         const [e0, e1] = [evals[0], evals[evals.length - 1]];
         facts.push(['eval reward (fixed seeds)', `${fmt(e1.grid_reward_mean)} at epoch ${e1.epoch} (epoch ${e0.epoch}: ${fmt(e0.grid_reward_mean)}); each epoch's eval samples the model before that epoch's update`]);
       }
-      facts.push(['time (all epochs)', `${fmt(total, 3)} s: sampling ${fmt(sum('time_sampling_s'), 3)} s, reward ${fmt(sum('time_reward_s'), 3)} s, training ${fmt(sum('time_training_s'), 3)} s`]);
-      facts.push(['samples/s (last epoch)', fmt(last.samples_per_s, 3)]);
+      facts.push(['time (all epochs)', `${fmt(total, 3)} s: sampling ${fmt(sum('time_sampling_s'), 3)} s, waiting for rewards ${fmt(sum('time_reward_s'), 3)} s (scoring itself took ${fmt(sum('time_reward_compute_s'), 3)} s over all batches, mostly while sampling went on), training ${fmt(sum('time_training_s'), 3)} s`]);
+      facts.push(['samples/s (last finished epoch)', fmt(ok[ok.length - 1]?.samples_per_s, 3)]);
       facts.push(['GPU memory peak', bytes(Math.max(...rows.map((r) => r.gpu_peak_bytes ?? 0)) || null)]);
-      facts.push(['dropped samples', String(sum('dropped'))]);
-      if (last.reward_parts) facts.push(['reward parts (last epoch)', Object.entries(last.reward_parts).map(([k, v]) => `${k}: ${fmt(v)}`).join(', ')]);
+      facts.push(['dropped samples', `${sum('dropped')}${sum('dropped') ? ` (${rows.filter((r) => r.dropped).map((r) => `epoch ${r.epoch}: ${r.dropped}`).join(', ')})` : ''}`]);
+      if (sum('skipped_steps')) facts.push(['optimizer steps skipped (NaN/Inf)', String(sum('skipped_steps'))]);
+      const lastOk = ok[ok.length - 1];
+      if (lastOk?.reward_parts) facts.push(['reward parts (last finished epoch)', Object.entries(lastOk.reward_parts).map(([k, v]) => `${k}: ${fmt(v)}`).join(', ')]);
       const counters: Record<string, number> = {};
       for (const r of rows) for (const [k, v] of Object.entries(r.reward_counters ?? {})) counters[k] = (counters[k] ?? 0) + v;
       if (Object.keys(counters).length) facts.push(['reward counters (all epochs)', Object.entries(counters).map(([k, v]) => `${k} ${v}`).join(', ')]);
     }
-    const charts = [
-      rewardChartSVG(rows),
-      metricsChartSVG(rows, [{ key: 'loss', name: 'loss' }], 'loss', 'loss'),
-      metricsChartSVG(rows, [{ key: 'approx_kl', name: 'approx_kl' }, { key: 'kl', name: 'KL penalty', color: '#2ca02c' }], 'approx_kl', 'approx KL'),
-      metricsChartSVG(rows, [{ key: 'clipfrac', name: 'clipfrac' }], 'clipfrac', 'fraction clipped'),
-      metricsChartSVG(rows, [
-        { key: 'time_sampling_s', name: 'sampling' }, { key: 'time_reward_s', name: 'reward' }, { key: 'time_training_s', name: 'training' },
-      ], 'time per epoch', 'seconds'),
-      rewardPartsChartSVG(rows),
-    ].filter((c): c is string => c !== null);
+    const { charts, notes } = this.charts(ok);
     const img = (g: { epoch: number; png: Buffer }) =>
       `<figure><img alt="epoch ${g.epoch} samples" src="data:image/png;base64,${g.png.toString('base64')}"><figcaption>epoch ${g.epoch}</figcaption></figure>`;
     const grids = [this.firstGrid, this.latestGrid].filter((g, i, a): g is { epoch: number; png: Buffer } => !!g && (i === 0 || g.epoch !== a[0]?.epoch));
-    const cols: [Key, string, (v: number | null) => string][] = [
-      ['epoch', 'epoch', (v) => String(v)], ['reward_mean', 'reward mean', fmt], ['reward_std', 'std', fmt],
-      ['reward_p10', 'p10', fmt], ['reward_p90', 'p90', fmt], ['loss', 'loss', fmt], ['approx_kl', 'approx_kl', fmt],
-      ['clipfrac', 'clipfrac', fmt], ['lr', 'lr', fmt], ['time_total_s', 'seconds', (v) => fmt(v, 3)],
-      ['samples_per_s', 'samples/s', (v) => fmt(v, 3)], ['gpu_peak_bytes', 'GPU peak', bytes], ['dropped', 'dropped', (v) => String(v ?? 0)],
+    // Every epoch's grid, as links to the files beside the page.
+    const allGrids = rows.filter((r) => existsSync(this.gridPath(r.epoch))).map((r) => `<a href="grids/${this.gridPath(r.epoch).split('/').pop()}">${r.epoch}</a>`);
+    const cols: [Key, string, (v: never) => string][] = [
+      ['epoch', 'epoch', (v: number) => String(v)], ['status', 'status', (v: string | undefined) => v ?? 'ok'], ['reward_mean', 'reward mean', fmt], ['reward_std', 'std', fmt],
+      ['reward_p10', 'p10', fmt], ['reward_p90', 'p90', fmt], ['grad_norm', 'grad norm', fmt], ['loss', 'loss', fmt], ['approx_kl', 'approx_kl', fmt],
+      ['clipfrac', 'clipfrac', fmt], ['lr', 'lr', fmt], ['time_total_s', 'seconds', (v: number | null) => fmt(v, 3)],
+      ['samples_per_s', 'samples/s', (v: number | null) => fmt(v, 3)], ['gpu_peak_bytes', 'GPU peak', bytes], ['dropped', 'dropped', (v: number | null) => String(v ?? 0)],
     ];
-    const table = rows.slice(-50).map((r) => `<tr>${cols.map(([k, , f]) => `<td>${esc(f(r[k] as number | null))}</td>`).join('')}</tr>`).join('\n');
+    const table = rows.slice(-50).map((r) => `<tr>${cols.map(([k, , f]) => `<td>${esc(f(r[k] as never))}</td>`).join('')}</tr>`).join('\n');
     return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>${esc(this.title)}</title>
 <style>
@@ -376,7 +427,7 @@ h1{font-size:22px} h2{font-size:17px;margin-top:28px}
 table{border-collapse:collapse;font-size:13px} td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}
 table.facts td{text-align:left} .charts{display:flex;flex-wrap:wrap;gap:8px}
 figure{display:inline-block;margin:0 16px 0 0} img{image-rendering:pixelated;max-width:100%}
-pre{background:#f6f6f6;padding:12px;font-size:12px;overflow:auto}
+pre{background:#f6f6f6;padding:12px;font-size:12px;overflow:auto} .note{color:#555;font-size:13px;max-width:900px}
 </style></head><body>
 <h1>${esc(this.title)}</h1>
 <p>Updated ${esc(new Date().toISOString())}. Files beside this page: metrics.jsonl (one line per epoch), grids/ (a PNG per epoch), reward.svg, config.json.</p>
@@ -385,8 +436,10 @@ pre{background:#f6f6f6;padding:12px;font-size:12px;overflow:auto}
 <div class="charts">
 ${charts.join('\n')}
 </div>
+${notes.map((n) => `<p class="note">${esc(n)}</p>`).join('\n')}
 <h2>Fixed-seed samples</h2>
 ${grids.length ? grids.map(img).join('\n') : '<p>No grid yet.</p>'}
+${allGrids.length ? `<p>Every epoch's grid (files in grids/): ${allGrids.join(' · ')}</p>` : ''}
 <h2>Epochs${rows.length > 50 ? ' (last 50)' : ''}</h2>
 <table><tr>${cols.map(([, h]) => `<th>${esc(h)}</th>`).join('')}</tr>
 ${table}

@@ -1,8 +1,11 @@
 // `ddpo train`, `ddpo eval` and `ddpo config`: the command-line face of the DDPO trainer.
 //
-// train: resolves the run config (defaults < run.json < flags), loads the model, runs epochs with
-// a progress line, writes the run folder's report after each epoch (cli/report.ts), checkpoints
-// every `save_every` epochs, and on Ctrl-C finishes the current step, saves and exits.
+// train: resolves the run config (defaults < run.json < flags), checks the run folder (one run
+// per folder, cli/run-folder.ts; on --resume the checkpoint as a crash left it and the epochs left
+// to do) before anything loads, loads the model, runs epochs with a progress line, writes the run
+// folder's report after each epoch that starts (cli/report.ts), checkpoints every `save_every`
+// epochs, and on Ctrl-C or SIGTERM finishes the current step, saves and exits. Exit codes: 0 done
+// or stopped, 1 an error, 2 the reward failed, 3 NaN/Inf (nothing saved; the last checkpoint stays).
 // eval: the reward of a checkpoint on held-out prompts (mean ± std), printed and written to eval.json.
 // config: prints the resolved config, or the docs of every option.
 
@@ -15,7 +18,7 @@ import { StableDiffusion, disposeStableDiffusion, loadStableDiffusion } from '..
 import { TextEmbeddingCache, sample } from '../diffusion/pipeline.js';
 import { LORA_WEIGHT_NAME, loadUnetLoRA } from '../diffusion/lora-io.js';
 import { injectUnetLoRA, unetLoRAStateDict } from '../diffusion/models/unet.js';
-import { loadCheckpointWeights, readCheckpoint } from '../rl/checkpoint.js';
+import { loadCheckpointWeights, readCheckpoint, recoverCheckpoint } from '../rl/checkpoint.js';
 import { RewardScorer } from '../rewards/scorer.js';
 import { createTinyPipeline } from '../rl/tiny-model.js';
 import { PromptRng, samplePrompts } from '../rl/prompts.js';
@@ -23,8 +26,11 @@ import {
   Overrides, RESUMABLE_KEYS, ResolvedConfig, coerceOverride, configDocs, describeReward, parseSetArgs, promptFn, resolveConfig, resumeConfig, rewardSpec,
 } from '../rl/config.js';
 import { rewardStats } from '../rl/record.js';
-import { EpochRecord, RunResult, Trainer, TrainerOptions, stopOnSignals } from '../rl/trainer.js';
+import { EpochRecord, FailedEpoch, RunResult, Trainer, TrainerOptions, stopOnSignals } from '../rl/trainer.js';
 import { RunReport } from './report.js';
+import { RunIdentity, checkIdentity, checkpointDir, claimRunFolder, writeIdentity } from './run-folder.js';
+
+export { checkpointDir };
 import { writeFileAtomic } from './files.js';
 import { Progress, fmtTime } from './progress.js';
 
@@ -42,6 +48,8 @@ export interface TrainCliOptions {
   seed?: number;
   adapter?: string;
   dtype?: string;
+  /** A new run may delete an earlier run's files in --out (ddpo train --overwrite). */
+  overwrite?: boolean;
 }
 
 /** Reads a JSON config file; the error says which file and what is wrong with it. */
@@ -115,11 +123,6 @@ function describePrompts(p: ResolvedConfig['prompts']): string {
   return typeof p === 'string' ? p : `${p.file}${p.from !== undefined || p.to !== undefined ? ` lines [${p.from ?? 0}, ${p.to ?? 'end'})` : ''}`;
 }
 
-/** The run folder's checkpoint (replaced atomically at each save). */
-export function checkpointDir(out: string): string {
-  return join(out, 'checkpoint');
-}
-
 /** `ddpo train`. */
 export async function trainCommand(o: TrainCliOptions): Promise<number> {
   const cfg = resolveRunConfig(o);
@@ -128,11 +131,24 @@ export async function trainCommand(o: TrainCliOptions): Promise<number> {
   }
   const prompts = promptFn(cfg.prompts); // a bad prompt file fails now, not after the model loads
   const ckpt = checkpointDir(cfg.out);
-  if (o.resume && !existsSync(join(ckpt, 'trainer.json'))) {
-    throw new Error(`--resume ${o.resume}: no checkpoint at ${ckpt} (the run stopped before its first save). Start it again without --resume`);
-  }
-  if (!o.resume && existsSync(join(ckpt, 'trainer.json'))) {
-    throw new Error(`${cfg.out} already holds a run (${ckpt}). Continue it with \`ddpo train --resume ${cfg.out}\`, or choose another --out`);
+  const log = (m: string) => process.stderr.write(`${m}\n`);
+  let identity: RunIdentity | null = null;
+  if (o.resume) {
+    // Before anything loads: the checkpoint as a crash may have left it, and what is left to do.
+    for (const line of await recoverCheckpoint(ckpt)) log(`resume: ${line}`);
+    if (!existsSync(join(ckpt, 'trainer.json'))) {
+      throw new Error(`--resume ${o.resume}: no checkpoint at ${ckpt} (the run stopped before its first save), so there is nothing to continue. Start it afresh with \`ddpo train --out ${cfg.out} --overwrite\` (deleting that run's files), or choose another --out`);
+    }
+    const done = (await readCheckpoint<{ epoch: number }>(ckpt)).state.epoch;
+    if (cfg.epochs < done) throw new Error(`--resume ${o.resume}: --epochs ${cfg.epochs} is below the ${done} epochs the run has done; give --epochs ${done + 1} or more to continue it`);
+    if (cfg.epochs === done) {
+      console.log(`${cfg.out}: the run has done all its ${done} epochs; nothing to do (give --epochs ${done + 1} or more to continue it)`);
+      return 0;
+    }
+    identity = checkIdentity(cfg.out, cfg);
+  } else {
+    const removed = claimRunFolder(cfg.out, !!o.overwrite);
+    if (removed.length) log(`--overwrite: deleted the earlier run's ${removed.join(', ')} in ${cfg.out}`);
   }
   const device = await createNodeDevice({ adapter: cfg.adapter });
   setDefaultDevice(device);
@@ -152,13 +168,14 @@ export async function trainCommand(o: TrainCliOptions): Promise<number> {
     report!.addEpoch(rec); // the trainer logs the epoch's line itself
     progress?.update((rec.epoch - firstEpoch) * perEpoch);
   };
+  const onEpochFailed = (rec: FailedEpoch) => { report!.addEpoch(rec); };
   const onProgress = (p: { epoch: number; phase: 'sampling' | 'training'; done: number; total: number }) => {
     if (!progress || !(p.total > 0)) return;
     // Sampling fills the first half of an epoch's share of the bar, training the second.
     const frac = 0.5 * Math.min(1, p.done / p.total) + (p.phase === 'training' ? 0.5 : 0);
     progress.update((p.epoch - 1 - firstEpoch) * perEpoch + Math.min(perEpoch - 1, Math.floor(frac * perEpoch)));
   };
-  const opts: TrainerOptions = { sd, prompts, onEpoch, onProgress, checkpointDir: ckpt, log: (m) => process.stderr.write(`${m}\n`) };
+  const opts: TrainerOptions = { sd, prompts, onEpoch, onEpochFailed, onProgress, checkpointDir: ckpt, log };
   let trainer: Trainer;
   try {
     trainer = o.resume
@@ -171,6 +188,7 @@ export async function trainCommand(o: TrainCliOptions): Promise<number> {
     throw e;
   }
   firstEpoch = trainer.epoch;
+  identity ??= o.resume ? null : writeIdentity(cfg.out, cfg);
   report = new RunReport(cfg.out, {
     config: cfg,
     // Metrics written after the checkpoint (epochs > trainer.epoch) are replaced as the run redoes them.
@@ -180,7 +198,7 @@ export async function trainCommand(o: TrainCliOptions): Promise<number> {
       device: device.adapterName, model: cfg.model, algorithm: cfg.algorithm, reward: describeReward(cfg.reward),
       prompts: describePrompts(cfg.prompts), 'samples per epoch': perEpoch, 'DDIM steps': cfg.sample.steps, guidance: cfg.sample.guidance,
       adaptation: cfg.lora.enabled ? `LoRA rank ${cfg.lora.rank}` : 'full fine-tuning', 'learning rate': cfg.train.lr,
-      started: new Date().toISOString(), ...(o.resume ? { 'resumed after epoch': trainer.epoch } : {}),
+      run: identity?.run_id, started: identity?.started ?? new Date().toISOString(), ...(o.resume ? { 'resumed after epoch': trainer.epoch, resumed: new Date().toISOString() } : {}),
     },
   });
   if (o.resume) console.log(`resuming after epoch ${trainer.epoch} of ${cfg.epochs}`);
@@ -208,6 +226,11 @@ export async function trainCommand(o: TrainCliOptions): Promise<number> {
   if (result.status === 'stopped') {
     console.log(`stopped after epoch ${result.epoch}; ${where}. Continue with: ddpo train --resume ${cfg.out}`);
     return 0;
+  }
+  if (result.status === 'non-finite') {
+    const kept = existsSync(join(ckpt, 'trainer.json')) ? `the last checkpoint, ${ckpt} (after epoch ${(await readCheckpoint<{ epoch: number }>(ckpt)).state.epoch}), is kept as it was` : 'no checkpoint was written';
+    console.error(`stopped: NaN/Inf (${result.message}); ${kept}; report ${join(cfg.out, 'report.html')}, metrics ${join(cfg.out, 'metrics.jsonl')}`);
+    return 3;
   }
   console.error(`stopped: the reward failed (${result.message ?? 'too many dropped samples'}); ${where}. Fix the reward, then continue with: ddpo train --resume ${cfg.out}`);
   return 2;
@@ -309,6 +332,8 @@ export async function evalCommand(o: EvalCliOptions): Promise<number> {
       const [n, c, h, w] = r.images!.shape;
       r.images!.dispose();
       r.trajectory.dispose();
+      const bad = await r.nonFinite;
+      if (bad.length) throw new Error(`eval sample ${i + bad[0].index} ("${bad[0].prompt}"): ${bad[0].message}; the checkpoint's weights (or the base model's) compute NaN/Inf: check them with \`ddpo inspect --check-values ${ckpt}\``);
       // Scoring overlaps the next batch's sampling; results land at their sample's index.
       const at = i;
       scoring.push(scorer.score(`eval-${at}`, { data, n, c, h, w }, ps, ps.map(() => ({}))).then((r) => { r.rewards.forEach((v, k) => { rewards[at + k] = v; }); }));

@@ -3,6 +3,10 @@
 // prompts → tokens → text embeddings (cached per prompt) → N DDIM steps with η, each a Gaussian
 // policy step whose log-probability is recorded → latents → VAE decode (micro-batched) → images.
 //
+// NaN and Inf: every step's latents and the decoded images (before their clamp to [0, 1], which
+// would turn NaN into 0) are checked per sample on the GPU; SampleResult.nonFinite says which
+// samples went non-finite and where, so no NaN reaches an image unnoticed.
+//
 // Determinism: sample j's noise comes from its own counter range of the seed's Philox stream
 // (initial latents and every step's z), so the same seed gives the same images whatever the batch
 // size; and every op is batch independent, so re-evaluating a stored trajectory at another batch
@@ -14,6 +18,7 @@ import { noGrad } from '../engine/autograd.js';
 import { add, clamp, mulScalar, sub } from '../engine/ops/elementwise.js';
 import { concat, slice, stack } from '../engine/ops/movement.js';
 import { randomNormal } from '../engine/ops/random.js';
+import { countNonFinite } from '../engine/finite.js';
 import { tensor } from '../engine/tensor.js';
 import { StableDiffusion } from './load.js';
 import { ddimStep } from './ddim.js';
@@ -106,10 +111,28 @@ export interface Trajectory {
   dispose(): void;
 }
 
+/** A sample whose latents or decoded image held NaN or ±Inf. */
+export interface NonFiniteSample {
+  /** Index in the batch. */
+  index: number;
+  prompt: string;
+  /** The first DDIM step (1-based) whose output latents were non-finite, or 'decode' (the VAE's output). */
+  at: number | 'decode';
+  /** Timestep of that step (when `at` is a step). */
+  t?: number;
+  /** "NaN/Inf in the latents after DDIM step 1 of 50 (t=981)" or "… in the decoded image (before the clamp to [0, 1])". */
+  message: string;
+}
+
 export interface SampleResult {
   trajectory: Trajectory;
   /** [B, 3, H, W] f32 in [0, 1], or null when decode is false */
   images: Tensor | null;
+  /**
+   * The samples that went non-finite (empty when all are finite). It reads back a small count
+   * tensor, which it frees itself, so ignoring it leaks nothing.
+   */
+  nonFinite: Promise<NonFiniteSample[]>;
 }
 
 /** Offsets in the Philox stream: stream k (0 = initial latents, k = step k's z) of sample j. */
@@ -126,10 +149,40 @@ export function latentShape(sd: StableDiffusion, size?: [number, number]): [numb
 
 /** Latents → images in [0, 1]: x / scaling_factor → VAE decode → (x + 1) / 2, clamped. */
 export function decodeLatents(sd: StableDiffusion, latents: Tensor, microBatch = 2): Tensor {
+  const r = decodeChecked(sd, latents, microBatch);
+  r.nonFinite.dispose();
+  return r.images;
+}
+
+/** decodeLatents, with the per-sample count [B] of non-finite values before the clamp. */
+function decodeChecked(sd: StableDiffusion, latents: Tensor, microBatch: number): { images: Tensor; nonFinite: Tensor } {
   return noGrad(() => tidy(() => {
-    const img = sd.vae.decode(mulScalar(latents, 1 / sd.vae.config.scalingFactor), { microBatch });
-    return clamp(add(mulScalar(img, 0.5), 0.5), 0, 1);
+    const img = add(mulScalar(sd.vae.decode(mulScalar(latents, 1 / sd.vae.config.scalingFactor), { microBatch }), 0.5), 0.5);
+    return { images: clamp(img, 0, 1), nonFinite: countNonFinite(img, [1, 2, 3]) };
   }));
+}
+
+/** Reads the [rows, B] counts of sample(): for each sample the first non-finite step (or the decode). */
+async function readNonFinite(counts: Tensor, prompts: readonly string[], timesteps: readonly number[], decoded: boolean): Promise<NonFiniteSample[]> {
+  try {
+    const c = await counts.data();
+    const B = prompts.length, steps = timesteps.length;
+    const out: NonFiniteSample[] = [];
+    for (let i = 0; i < B; i++) {
+      for (let row = 0; row < counts.shape[0]; row++) {
+        if (c[row * B + i] === 0) continue;
+        const at = decoded && row === steps ? 'decode' as const : row + 1;
+        const message = at === 'decode'
+          ? 'NaN/Inf in the decoded image (before the clamp to [0, 1]), though the latents were finite: the VAE decoder\'s weights may be NaN/Inf'
+          : `NaN/Inf in the latents after DDIM step ${at} of ${steps} (t=${timesteps[at - 1]})`;
+        out.push({ index: i, prompt: prompts[i], at, ...(at === 'decode' ? {} : { t: timesteps[at - 1] }), message });
+        break;
+      }
+    }
+    return out;
+  } finally {
+    counts.dispose();
+  }
 }
 
 export function sample(sd: StableDiffusion, opts: SampleOptions): SampleResult {
@@ -164,7 +217,13 @@ export function sample(sd: StableDiffusion, opts: SampleOptions): SampleResult {
     });
     const lpAll = logProbs.length ? keep(stack(logProbs, 1)) : null;
     for (const t of logProbs) t.dispose();
-    const images = opts.decode === false ? null : keep(decodeLatents(sd, latents[steps], opts.decodeBatch ?? 2));
+    const decoded = opts.decode === false ? null : decodeChecked(sd, latents[steps], opts.decodeBatch ?? 2);
+    const images = decoded ? keep(decoded.images) : null;
+    // Non-finite counts per sample: rows 0..steps−1 the latents after each step, then the decode.
+    const counts = keep(tidy(() => stack([...latents.slice(1).map((x) => countNonFinite(x, [1, 2, 3])), ...(decoded ? [decoded.nonFinite] : [])], 0)));
+    decoded?.nonFinite.dispose();
+    const nonFinite = readNonFinite(counts, prompts, timesteps, !!decoded);
+    nonFinite.catch(() => {}); // a caller that never awaits it must not see an unhandled rejection
     if (ownCache) cache.dispose();
     const trajectory: Trajectory = {
       prompts, seed, firstSample, eta, guidance, numSteps: steps, timesteps, latents, logProbs: lpAll,
@@ -174,7 +233,7 @@ export function sample(sd: StableDiffusion, opts: SampleOptions): SampleResult {
         lpAll?.dispose(); cond.dispose(); uncond.dispose();
       },
     };
-    return { trajectory, images };
+    return { trajectory, images, nonFinite };
   });
 }
 

@@ -95,10 +95,23 @@ export class DDIMSchedule {
     if ((config.timestep_spacing ?? 'leading') !== 'leading') throw new Error(`scheduler config: timestep_spacing "${config.timestep_spacing}" is not supported (leading)`);
   }
 
+  /**
+   * The most inference steps this schedule takes: with steps_offset the first timestep of N steps
+   * is (N−1)·⌊T/N⌋ + offset, which must stay below T (SD, T = 1000, offset 1: 999 steps).
+   */
+  get maxSteps(): number {
+    const T = this.numTrainTimesteps;
+    for (let n = T; n > 1; n--) if ((n - 1) * Math.floor(T / n) + this.stepsOffset <= T - 1) return n;
+    return 1;
+  }
+
   /** Leading spacing: N steps are (N−1)·r … 0 in steps of r = T // N, plus steps_offset (SD, 50 steps: 981 … 1). */
   timesteps(numSteps: number): number[] {
     const T = this.numTrainTimesteps;
-    if (!Number.isInteger(numSteps) || numSteps < 1 || numSteps > T) throw new Error(`DDIM: number of steps ${numSteps} must be an integer in 1..${T}`);
+    const max = this.maxSteps;
+    if (!Number.isInteger(numSteps) || numSteps < 1 || numSteps > max) {
+      throw new Error(`DDIM: ${numSteps} steps: this schedule takes an integer number of steps in 1..${max}${max < T ? ` (with steps_offset ${this.stepsOffset}, ${max + 1} steps would start at timestep ${max * Math.floor(T / (max + 1)) + this.stepsOffset}, past the last, ${T - 1})` : ''}`);
+    }
     const ratio = Math.floor(T / numSteps);
     return Array.from({ length: numSteps }, (_, i) => (numSteps - 1 - i) * ratio + this.stepsOffset);
   }

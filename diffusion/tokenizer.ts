@@ -103,6 +103,24 @@ export function clipCleanText(text: string): string {
   return t.toLowerCase();
 }
 
+/**
+ * CLIP's vocabulary for a merge list ("a b" lines in rank order): the 256 byte symbols, the same
+ * with "</w>", one token per merge, then the start and end tokens. With no merges it is the
+ * 514-token byte-level vocabulary (every byte a token).
+ */
+export function clipVocabFromMerges(merges: readonly string[]): Record<string, number> {
+  const symbols = BYTE_ORDER.map((b) => BYTE_TO_SYMBOL[b]!);
+  const tokens = [...symbols, ...symbols.map((s) => s + END_OF_WORD), ...merges.map((m) => m.replace(' ', '')), START_TEXT, END_TEXT];
+  const vocab: Record<string, number> = {};
+  tokens.forEach((t, i) => { vocab[t] = i; });
+  return vocab;
+}
+
+/** The pre-tokens BPE runs on: the cleaned text split by CLIP's pattern (a BPE learner needs the same split). */
+export function clipPreTokens(text: string): string[] {
+  return [...clipCleanText(text).matchAll(PRETOKENIZE)].map((m) => m[0]);
+}
+
 export class ClipTokenizer {
   readonly vocabSize: number;
   readonly bosId: number;
@@ -167,11 +185,7 @@ export class ClipTokenizer {
   static fromOpenAIBpe(bpeText: string, specialTokensMap?: string | SpecialTokensMap): ClipTokenizer {
     const lines = bpeText.split('\n');
     const merges = lines.slice(1, 49152 - 256 - 2 + 1);
-    const symbols = BYTE_ORDER.map((b) => BYTE_TO_SYMBOL[b]!);
-    const tokens = [...symbols, ...symbols.map((s) => s + END_OF_WORD), ...merges.map((m) => m.replace(' ', '')),
-      START_TEXT, END_TEXT];
-    const vocab: Record<string, number> = {};
-    tokens.forEach((t, i) => { vocab[t] = i; });
+    const vocab = clipVocabFromMerges(merges);
     // OpenAI's first line ('"bpe_simple_vocab_16e6.txt#version: 0.2') is replaced by a standard
     // header, which keeps merges.txt line numbers in errors equal to the original file's.
     return new ClipTokenizer({ vocab, merges: ['#version: 0.2', ...merges].join('\n'), specialTokensMap });
@@ -230,8 +244,8 @@ export class ClipTokenizer {
   /** Token ids of `text` without start/end tokens. */
   encodeRaw(text: string): number[] {
     const out: number[] = [];
-    for (const m of clipCleanText(text).matchAll(PRETOKENIZE)) {
-      for (const id of this.bpe(m[0])) out.push(id);
+    for (const w of clipPreTokens(text)) {
+      for (const id of this.bpe(w)) out.push(id);
     }
     return out;
   }

@@ -39,8 +39,15 @@ export interface ConvRbStatic {
   SH: number; SW: number; DH: number; DW: number;
 }
 
-export function convRbKey(mode: ConvMode, dtype: DType, st?: ConvRbStatic): string {
-  return mode === 'dx' && st ? `conv2d-rb:dx:${dtype}:${st.SH}x${st.SW}:${st.DH}x${st.DW}` : `conv2d-rb:${mode}:${dtype}`;
+/**
+ * packed: fwd and dx read the weights repacked with the rows of the product innermost (fwd:
+ * [G, K, Cout/G]; dx: [G, Cout/G, kh·kw, Cin/G]), dw the output gradient as [N, OH·OW, Cout], so
+ * the R values one k needs are R/4 vec4 reads instead of R scalar ones. Needs M (and for dw Cout)
+ * a multiple of 4 (engine/ops/conv2d.ts decides).
+ */
+export function convRbKey(mode: ConvMode, dtype: DType, st?: ConvRbStatic, packed = false): string {
+  const base = mode === 'dx' && st ? `conv2d-rb:dx:${dtype}:${st.SH}x${st.SW}:${st.DH}x${st.DW}` : `conv2d-rb:${mode}:${dtype}`;
+  return packed ? `${base}:${mode === 'dw' ? 'g4' : 'w4'}` : base;
 }
 
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
@@ -52,13 +59,16 @@ function fmas(R: number, C: number, ind: string): string {
   return out.join('\n');
 }
 
-export function convRbWGSL(mode: ConvMode, dtype: DType, st?: ConvRbStatic): string {
+export function convRbWGSL(mode: ConvMode, dtype: DType, st?: ConvRbStatic, packed = false): string {
   const { R, C, WX, WY } = CONV_RB;
+  const w4 = packed && mode !== 'dw', g4 = packed && mode === 'dw';
+  const wType = (w4 ? `vec4<${dtype}>` : dtype) as DType;
+  const gType = (g4 ? `vec4<${dtype}>` : dtype) as DType;
   const reads = mode === 'fwd'
-    ? [{ name: 'X', type: dtype }, { name: 'Wt', type: dtype }, { name: 'Bias', type: dtype }]
+    ? [{ name: 'X', type: dtype }, { name: 'Wt', type: wType }, { name: 'Bias', type: dtype }]
     : mode === 'dx'
-      ? [{ name: 'Gr', type: dtype }, { name: 'Wt', type: dtype }]
-      : [{ name: 'Gr', type: dtype }, { name: 'X', type: dtype }];
+      ? [{ name: 'Gr', type: dtype }, { name: 'Wt', type: wType }]
+      : [{ name: 'Gr', type: gType }, { name: 'X', type: dtype }];
   const outType: DType = mode === 'dw' ? 'f32' : dtype;
   const L: string[] = [];
   L.push(f16Enable(dtype));
@@ -82,7 +92,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
   let xb${j} = P.off0 + (s${j} * P.C + z * P.CG) * HW;
   let iy0_${j} = i32((p${j} / P.OW) * P.SH) - P.PT; let ix0_${j} = i32((p${j} % P.OW) * P.SW) - i32(P.PL);`);
     }
-    for (const i of range(R)) L.push(`  let wr${i} = P.off1 + (z * P.COG + m${i}) * P.K;`);
+    if (w4) for (const g of range(R / 4)) L.push(`  let wq${g} = P.off1 + z * P.K * P.COG + min(mb + ${4 * g}u, P.COG - 4u);`);
+    else for (const i of range(R)) L.push(`  let wr${i} = P.off1 + (z * P.COG + m${i}) * P.K;`);
     L.push(`  var k = 0u;
   for (var ci = 0u; ci < P.CG; ci++) {
     let cb = ci * HW;
@@ -98,7 +109,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
       L.push(`        let ix${j} = ix0_${j} + dx; let ok${j} = oky${j} && ix${j} >= 0 && ix${j} < i32(P.W);
         let b${j} = select(0.0, f32(X[select(0u, rb${j} + u32(max(ix${j}, 0)), ok${j})]), ok${j});`);
     }
-    for (const i of range(R)) L.push(`        let a${i} = f32(Wt[wr${i} + k]);`);
+    if (w4) {
+      for (const g of range(R / 4)) L.push(`        let w${g} = vec4<f32>(Wt[(wq${g} + k * P.COG) / 4u]);`);
+      for (const i of range(R)) L.push(`        let a${i} = w${i >> 2}.${'xyzw'[i & 3]};`);
+    } else for (const i of range(R)) L.push(`        let a${i} = f32(Wt[wr${i} + k]);`);
     L.push(fmas(R, C, '        '));
     L.push(`        k++;
       }
@@ -124,7 +138,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
   let gb${j} = P.off0 + (s${j} * P.CO + z * P.COG) * OHW;
   let ty${j} = i32(p${j} / P.W) + P.PT; let tx${j} = i32(p${j} % P.W) + i32(P.PL);`);
     }
-    for (const i of range(R)) L.push(`  let wr${i} = P.off1 + (z * P.COG * P.CG + m${i}) * KHKW;`);
+    if (w4) for (const g of range(R / 4)) L.push(`  let wq${g} = P.off1 + z * P.COG * KHKW * P.CG + min(mb + ${4 * g}u, P.CG - 4u);`);
+    else for (const i of range(R)) L.push(`  let wr${i} = P.off1 + (z * P.COG * P.CG + m${i}) * KHKW;`);
     const div = (v: string, s: number) => (s === 1 ? v : `(${v} / ${s})`);
     const divisible = (v: string, s: number) => (s === 1 ? 'true' : `(${v} % ${s}) == 0`);
     L.push(`  for (var co = 0u; co < P.COG; co++) {
@@ -144,8 +159,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         let ok${j} = oky${j} && u${j} >= 0 && ${divisible(`u${j}`, SW)} && ox${j} < i32(P.OW);
         let b${j} = select(0.0, f32(Gr[select(0u, rb${j} + u32(max(ox${j}, 0)), ok${j})]), ok${j});`);
     }
-    L.push(`        let r = wc + ky * P.KW + kx;`);
-    for (const i of range(R)) L.push(`        let a${i} = f32(Wt[wr${i} + r]);`);
+    if (w4) {
+      L.push(`        let r = (co * KHKW + ky * P.KW + kx) * P.CG;`);
+      for (const g of range(R / 4)) L.push(`        let w${g} = vec4<f32>(Wt[(wq${g} + r) / 4u]);`);
+      for (const i of range(R)) L.push(`        let a${i} = w${i >> 2}.${'xyzw'[i & 3]};`);
+    } else {
+      L.push(`        let r = wc + ky * P.KW + kx;`);
+      for (const i of range(R)) L.push(`        let a${i} = f32(Wt[wr${i} + r]);`);
+    }
     L.push(fmas(R, C, '        '));
     L.push(`      }
     }
@@ -165,7 +186,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
   let xb${j} = P.off1 + (z * P.CG + ci${j}) * HW;
   let dy${j} = i32((r${j} / P.KW) * P.DH) - P.PT; let dx${j} = i32((r${j} % P.KW) * P.DW) - i32(P.PL);`);
     }
-    for (const i of range(R)) L.push(`  let gr${i} = P.off0 + (z * P.COG + m${i}) * OHW;`);
+    if (g4) for (const g of range(R / 4)) L.push(`  let gq${g} = P.off0 + z * P.COG + min(mb + ${4 * g}u, P.COG - 4u);`);
+    else for (const i of range(R)) L.push(`  let gr${i} = P.off0 + (z * P.COG + m${i}) * OHW;`);
     L.push(`  if (P.flag != 0u) {`);
     for (const i of range(R)) for (const j of range(C)) L.push(`    acc${i}_${j} = O[P.offO + (z * P.COG + m${i}) * P.N + n${j}];`);
     L.push(`  }
@@ -186,7 +208,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
       L.push(`        let ix${j} = sx + dx${j}; let ok${j} = oky${j} && ix${j} >= 0 && ix${j} < i32(P.W);
         let b${j} = select(0.0, f32(X[select(0u, rb${j} + u32(max(ix${j}, 0)), ok${j})]), ok${j});`);
     }
-    for (const i of range(R)) L.push(`        let a${i} = f32(Gr[gr${i} + go + ox]);`);
+    if (g4) {
+      L.push(`        let gp = (s * OHW + oy * P.OW + ox) * P.CO;`);
+      for (const g of range(R / 4)) L.push(`        let gv${g} = vec4<f32>(Gr[(gq${g} + gp) / 4u]);`);
+      for (const i of range(R)) L.push(`        let a${i} = gv${i >> 2}.${'xyzw'[i & 3]};`);
+    } else for (const i of range(R)) L.push(`        let a${i} = f32(Gr[gr${i} + go + ox]);`);
     L.push(fmas(R, C, '        '));
     L.push(`      }
     }

@@ -16,7 +16,7 @@ import { DType } from '../engine/dtype.js';
 import type { KernelFamily } from '../engine/kernel-family.js';
 import { at, declareBindings, f16Enable, stridedOffsets } from './common.js';
 import { MatmulVariant, matmulLayout } from './matmul-layout.js';
-import { RbModes, rbVariant } from './matmul-rb.js';
+import { RB_VARIANT } from './matmul-rb.js';
 
 /**
  * Geometry of the register-tiled shared-memory kernel. Each thread owns a 4×4 block of outputs
@@ -164,21 +164,15 @@ function tiledWGSL(c: TiledConfig, dtype: DType): string {
 }
 
 /**
- * The kernel for a device and dtype: on software adapters the register-blocked kernel
- * (kernels/matmul-rb.ts) with the load modes the operands' layout allows (they change how values
- * are read, never the sum), the tiled one elsewhere; a subgroup-matrix (tensor core) variant would
- * be returned here when device.hasSubgroupMatrix. The choice must not depend on the batch (see
+ * The kernel for a device and dtype: the register-blocked kernel (kernels/matmul-rb.ts) on
+ * software adapters, the tiled one elsewhere; a subgroup-matrix (tensor core) variant would be
+ * returned here when device.hasSubgroupMatrix. The choice must not depend on the shape (see
  * batch independence above).
  */
-export function selectMatmulVariant(family: KernelFamily, _features: { hasSubgroupMatrix: boolean }, _dtype: DType, modes: RbModes = { a: 's', b: 's' }): MatmulVariant {
-  if (family !== 'software') return DEFAULT_VARIANT;
-  const key = `${modes.a}:${modes.b}`;
-  let v = RB_VARIANTS.get(key);
-  if (!v) { v = rbVariant(modes); RB_VARIANTS.set(key, v); }
-  return v;
+export function selectMatmulVariant(family: KernelFamily, _features: { hasSubgroupMatrix: boolean }, _dtype: DType): MatmulVariant {
+  return family === 'software' ? RB_VARIANT : DEFAULT_VARIANT;
 }
 
-const RB_VARIANTS = new Map<string, MatmulVariant>();
 const DEFAULT_VARIANT = tiledVariant(TILED_64);
 
 export { matmulLayout };

@@ -10,6 +10,7 @@
 import type { Device } from '../engine/device.js';
 import type { ScoredBatch } from './score.js';
 import { ImageBatch, Metadata, Reward, RewardSpec } from './types.js';
+import { importModule } from './load.js';
 
 /** What a main-thread factory receives after its args. */
 export interface RewardContext {
@@ -49,7 +50,7 @@ function isHosted(v: unknown): v is HostedReward {
  * (then it is called with (images, prompts, metadata) as any reward).
  */
 export async function loadHostedReward(spec: MainThreadSpec, context: RewardContext): Promise<HostedReward> {
-  const mod = (await import(spec.module)) as Record<string, unknown>;
+  const mod = await importModule(spec.module);
   const f = mod[spec.export];
   if (f === undefined) throw new Error(`loadHostedReward: ${spec.module} has no export "${spec.export}" (exports: ${Object.keys(mod).join(', ') || 'none'})`);
   if (typeof f !== 'function') throw new Error(`loadHostedReward: ${spec.module}#${spec.export} is ${typeof f}, not a function`);

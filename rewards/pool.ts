@@ -31,6 +31,8 @@ export interface PoolResult extends ScoredBatch {
 
 interface Pending {
   batchId: string | number;
+  /** Fires at the batch's deadline (submitDetailed's `deadline`). */
+  timer: ReturnType<typeof setTimeout> | null;
   rewards: number[];
   dropped: Dropped[];
   remaining: number;
@@ -103,8 +105,13 @@ export class RewardPool {
     return (await this.submitDetailed(batchId, images, prompts, metadata)).rewards;
   }
 
-  /** As submit, with the reasons samples were dropped. */
-  submitDetailed(batchId: string | number, images: ImageBatch, prompts: string[], metadata?: Metadata[]): Promise<PoolResult> {
+  /**
+   * As submit, with the reasons samples were dropped. `deadline` (a performance.now() time in ms)
+   * bounds the whole batch, the wait for a worker included: at that time its chunks still queued
+   * are dropped and the workers still scoring it are replaced, their samples dropped with
+   * `timeoutReason`.
+   */
+  submitDetailed(batchId: string | number, images: ImageBatch, prompts: string[], metadata?: Metadata[], opts: { deadline?: number; timeoutReason?: string } = {}): Promise<PoolResult> {
     const meta = metadata ?? prompts.map(() => ({}));
     if (this.closed) return Promise.reject(new Error(`RewardPool.submit(${batchId}): the pool is closed`));
     if (this.pending.has(batchId)) return Promise.reject(new Error(`RewardPool.submit: batch ${batchId} is already being scored`));
@@ -115,9 +122,13 @@ export class RewardPool {
     }
     const n = images.n;
     return new Promise<PoolResult>((resolve, reject) => {
-      const batch: Pending = { batchId, rewards: new Array(n).fill(NaN), dropped: [], remaining: 0, resolve, reject };
+      const batch: Pending = { batchId, timer: null, rewards: new Array(n).fill(NaN), dropped: [], remaining: 0, resolve, reject };
       if (n === 0) { resolve({ batchId, rewards: [], dropped: [] }); return; }
       this.pending.set(batchId, batch);
+      if (opts.deadline !== undefined) {
+        const reason = opts.timeoutReason ?? 'reward timed out';
+        batch.timer = setTimeout(() => this.expire(batch, reason), Math.max(0, opts.deadline - performance.now()));
+      }
       const chunk = this.opts.chunkSize ?? Math.ceil(n / this.slots.length);
       const per = images.c * images.h * images.w;
       for (let offset = 0; offset < n; offset += chunk) {
@@ -140,7 +151,7 @@ export class RewardPool {
     if (this.closed) return;
     this.closed = true;
     const err = new Error('RewardPool closed before the batch was scored');
-    for (const b of this.pending.values()) b.reject(err);
+    for (const b of this.pending.values()) { if (b.timer) clearTimeout(b.timer); b.reject(err); }
     this.pending.clear();
     this.queue.length = 0;
     this.settleLoad('closed before the reward loaded');
@@ -226,6 +237,20 @@ export class RewardPool {
     }
   }
 
+  /** A batch's deadline passed: drop its queued chunks, replace the workers still scoring it. */
+  private expire(batch: Pending, reason: string): void {
+    batch.timer = null;
+    if (this.pending.get(batch.batchId) !== batch) return;
+    for (let i = this.queue.length - 1; i >= 0; i--) {
+      if (this.queue[i].batch === batch) this.dropTask(this.queue.splice(i, 1)[0], reason);
+    }
+    for (const slot of this.slots) {
+      if (slot.task?.batch !== batch) continue;
+      slot.killReason = reason;
+      void slot.worker.terminate(); // 'exit' drops the task and spawns a replacement
+    }
+  }
+
   private dropTask(task: Task, reason: string): void {
     this.finish(task, new Array(task.n).fill(NaN), Array.from({ length: task.n }, (_, index) => ({ index, reason })));
   }
@@ -237,6 +262,7 @@ export class RewardPool {
     for (const d of dropped) b.dropped.push({ index: task.offset + d.index, reason: d.reason });
     if (--b.remaining === 0) {
       this.pending.delete(b.batchId);
+      if (b.timer) clearTimeout(b.timer);
       b.dropped.sort((x, y) => x.index - y.index);
       b.resolve({ batchId: b.batchId, rewards: b.rewards, dropped: b.dropped });
     }

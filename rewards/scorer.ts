@@ -7,6 +7,10 @@
 // Failures: a sample whose part threw or was not finite is rescored up to `retries` times (by
 // that part only; a part that retries on its own, as the service client does, is not rescored
 // again), then dropped with its reason. A dropped part drops the sample.
+//
+// Timeout: `timeoutMs` bounds a batch's whole scoring, the wait for a worker, the first attempt
+// and every retry together. What is not scored by then is dropped as timed out (and not
+// retried); a worker still busy with it is replaced.
 
 import { RewardPool, RewardPoolOptions } from './pool.js';
 import { HostedReward, MainThreadSpec, RewardContext, isMainThreadSpec, loadHostedReward } from './hosted.js';
@@ -35,11 +39,22 @@ export interface ScorerOptions {
   pool?: RewardPoolOptions;
   /** Given to main-thread factories: the training device. */
   context?: RewardContext;
+  /** The whole scoring of one batch, retries included (default: no limit). */
+  timeoutMs?: number;
 }
+
+/** When a batch's scoring must end, and what its unscored samples are dropped with. */
+interface Deadline {
+  /** performance.now() time in ms (Infinity: none). */
+  at: number;
+  reason: string;
+}
+
+const NO_DEADLINE: Deadline = { at: Infinity, reason: '' };
 
 interface Unit {
   ready(): Promise<void>;
-  score(id: string, images: ImageBatch, prompts: string[], metadata: Metadata[]): Promise<Scored>;
+  score(id: string, images: ImageBatch, prompts: string[], metadata: Metadata[], deadline: Deadline): Promise<Scored>;
   release(): Promise<void>;
   close(): Promise<void>;
   stats(into: Record<string, number>, prefix: string): void;
@@ -53,22 +68,37 @@ function pick(images: ImageBatch, idx: readonly number[]): ImageBatch {
   return { data, n: idx.length, c: images.c, h: images.h, w: images.w };
 }
 
-/** Scores with `once`, then rescores the dropped samples up to `retries` times. */
-async function withRetries(once: (id: string, images: ImageBatch, prompts: string[], metadata: Metadata[]) => Promise<Scored>, retries: number, id: string, images: ImageBatch, prompts: string[], metadata: Metadata[]): Promise<Scored> {
+/** Scores with `once`, then rescores the dropped samples up to `retries` times, within the deadline (timed-out samples are not retried). */
+async function withRetries(once: (id: string, images: ImageBatch, prompts: string[], metadata: Metadata[]) => Promise<Scored>, retries: number, id: string, images: ImageBatch, prompts: string[], metadata: Metadata[], deadline: Deadline = NO_DEADLINE): Promise<Scored> {
   const res = await once(id, images, prompts, metadata);
   const rewards = [...res.rewards];
   let dropped = res.dropped;
-  for (let attempt = 1; attempt <= retries && dropped.length; attempt++) {
-    const idx = dropped.map((d) => d.index);
+  const retryable = () => dropped.filter((d) => d.reason !== deadline.reason);
+  for (let attempt = 1; attempt <= retries && retryable().length && performance.now() < deadline.at; attempt++) {
+    const idx = retryable().map((d) => d.index);
     const again = await once(`${id}/retry${attempt}`, pick(images, idx), idx.map((i) => prompts[i]), idx.map((i) => metadata[i]));
-    const still: Dropped[] = [];
+    const still: Dropped[] = dropped.filter((d) => d.reason === deadline.reason);
     idx.forEach((i, j) => {
       if (Number.isFinite(again.rewards[j])) rewards[i] = again.rewards[j];
       else still.push({ index: i, reason: again.dropped.find((d) => d.index === j)?.reason ?? 'reward failed' });
     });
-    dropped = still;
+    dropped = still.sort((a, b) => a.index - b.index);
   }
   return { rewards, dropped };
+}
+
+/** `p`, or at the deadline every sample dropped as timed out (an in-thread reward cannot be interrupted; its late result is ignored). */
+async function racing(p: Promise<Scored>, n: number, deadline: Deadline): Promise<Scored> {
+  if (!Number.isFinite(deadline.at)) return p;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<Scored>((resolve) => {
+    timer = setTimeout(() => resolve({ rewards: new Array(n).fill(NaN), dropped: Array.from({ length: n }, (_, index) => ({ index, reason: deadline.reason })) }), Math.max(0, deadline.at - performance.now()));
+  });
+  try {
+    return await Promise.race([p, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 class PoolUnit implements Unit {
@@ -77,8 +107,9 @@ class PoolUnit implements Unit {
     this.pool = new RewardPool(spec, opts);
   }
   ready() { return this.pool.ready(); }
-  score(id: string, images: ImageBatch, prompts: string[], metadata: Metadata[]) {
-    return withRetries((i, im, p, m) => this.pool.submitDetailed(i, im, p, m), this.retries, id, images, prompts, metadata);
+  score(id: string, images: ImageBatch, prompts: string[], metadata: Metadata[], deadline: Deadline) {
+    const opts = Number.isFinite(deadline.at) ? { deadline: deadline.at, timeoutReason: deadline.reason } : {};
+    return withRetries((i, im, p, m) => this.pool.submitDetailed(i, im, p, m, opts), this.retries, id, images, prompts, metadata, deadline);
   }
   async release() {}
   close() { return this.pool.close(); }
@@ -99,7 +130,7 @@ class LocalUnit implements Unit {
       throw new Error(`reward ${this.source.label}: ${e instanceof Error ? e.message : String(e)}`);
     }
   }
-  score(id: string, images: ImageBatch, prompts: string[], metadata: Metadata[]) {
+  score(id: string, images: ImageBatch, prompts: string[], metadata: Metadata[], deadline: Deadline) {
     const h = this.hosted;
     if (!h) return Promise.reject(new Error('RewardScorer: score() before ready()'));
     const once = h.scoreDetailed
@@ -108,7 +139,8 @@ class LocalUnit implements Unit {
         dropped: Array.from({ length: im.n }, (_, index) => ({ index, reason: `reward threw: ${e instanceof Error ? e.message : String(e)}` })),
       }))
       : (_i: string, im: ImageBatch, p: string[], m: Metadata[]) => scoreBatch(h.score, im, p, m);
-    return withRetries(once, h.retriesInternally ? 0 : this.retries, id, images, prompts, metadata);
+    const timed = (i: string, im: ImageBatch, p: string[], m: Metadata[]) => racing(once(i, im, p, m), im.n, deadline);
+    return withRetries(timed, h.retriesInternally ? 0 : this.retries, id, images, prompts, metadata, deadline);
   }
   async release() { await this.hosted?.release?.(); }
   async close() {
@@ -124,10 +156,10 @@ class LocalUnit implements Unit {
 class CombineUnit implements Unit {
   constructor(private readonly parts: { unit: Unit; weight: number; name: string }[]) {}
   async ready() { for (const p of this.parts) await p.unit.ready(); }
-  async score(id: string, images: ImageBatch, prompts: string[], metadata: Metadata[]): Promise<Scored> {
+  async score(id: string, images: ImageBatch, prompts: string[], metadata: Metadata[], deadline: Deadline): Promise<Scored> {
     const n = images.n;
     const live = this.parts.filter((p) => p.weight !== 0);
-    const results = await Promise.all(live.map((p) => p.unit.score(id, images, prompts, metadata)));
+    const results = await Promise.all(live.map((p) => p.unit.score(id, images, prompts, metadata, deadline)));
     const rewards = new Array<number>(n).fill(0);
     const reasons = new Map<number, string[]>();
     results.forEach((r, k) => {
@@ -180,6 +212,7 @@ function build(spec: RewardSpec, o: Required<Pick<ScorerOptions, 'retries'>> & S
 
 export class RewardScorer {
   private readonly root: Unit;
+  private readonly timeoutMs?: number;
 
   /**
    * `reward`: a spec (worker parts start their threads now; main-thread parts load in ready()),
@@ -188,6 +221,7 @@ export class RewardScorer {
   constructor(reward: RewardSpec | Reward, retriesOrOptions: number | ScorerOptions = {}, poolOptions: RewardPoolOptions = {}) {
     const o = typeof retriesOrOptions === 'number' ? { retries: retriesOrOptions, pool: poolOptions } : { ...retriesOrOptions, retries: retriesOrOptions.retries ?? 2 };
     this.root = typeof reward === 'function' ? new LocalUnit(reward, o.retries) : build(reward, o, workerParts(reward));
+    this.timeoutMs = typeof retriesOrOptions === 'number' ? undefined : retriesOrOptions.timeoutMs;
   }
 
   /**
@@ -198,9 +232,14 @@ export class RewardScorer {
     return this.root.ready();
   }
 
-  /** Scores a batch (retrying dropped samples); never throws for a reward's failure. */
+  /** Scores a batch (retrying dropped samples, all within timeoutMs); never throws for a reward's failure. */
   score(id: string, images: ImageBatch, prompts: string[], metadata: Metadata[]): Promise<Scored> {
-    return this.root.score(id, images, prompts, metadata);
+    const t = this.timeoutMs;
+    const deadline: Deadline = t === undefined ? NO_DEADLINE : {
+      at: performance.now() + t,
+      reason: `reward timed out: scoring the batch took longer than reward_options.timeout_s = ${t / 1000} s (which covers waiting for a worker and every retry)`,
+    };
+    return this.root.score(id, images, prompts, metadata, deadline);
   }
 
   /** Lets main-thread rewards free what they hold until the next epoch's scoring. */

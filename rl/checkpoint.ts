@@ -9,9 +9,10 @@
 // The folder is written whole to a temporary sibling and renamed into place (the previous
 // checkpoint is renamed aside first and deleted after), so a crash leaves either the old or the
 // new checkpoint under the name, never a mixture. If a crash hits between the two renames, the
-// previous one survives as `<folder>.old-<pid>`.
+// previous one survives as `<folder>.old-<pid>`; recoverCheckpoint puts it back (and clears the
+// temporary folders a crash leaves) before a resume reads the folder.
 
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { AdamW } from '../engine/optim.js';
@@ -189,4 +190,55 @@ export async function loadOptimizerState<S>(folder: string, file: CheckpointFile
     for (const t of loaded.values()) t.dispose();
     throw e;
   }
+}
+
+/** A crash's leftovers beside a checkpoint folder: its temporary folders and renamed-aside copies. */
+export function checkpointLeftovers(folder: string): { temporary: string[]; old: string[] } {
+  const parent = dirname(folder), name = basename(folder);
+  if (!existsSync(parent)) return { temporary: [], old: [] };
+  const entries = readdirSync(parent);
+  return {
+    temporary: entries.filter((e) => e.startsWith(`.${name}.tmp-`)).map((e) => join(parent, e)),
+    old: entries.filter((e) => e.startsWith(`${name}.old-`)).map((e) => join(parent, e)),
+  };
+}
+
+/**
+ * Puts a checkpoint folder in order after a crash, before it is read. A crash between a save's
+ * two renames leaves no `folder` but the previous checkpoint as `<folder>.old-<pid>`: that is
+ * renamed back (the newest by its epoch when there are several). Renamed-aside copies left
+ * beside an intact folder, and temporary folders of saves that never finished, are deleted.
+ * Returns what it did, one line each (empty when there was nothing to do).
+ */
+export async function recoverCheckpoint(folder: string): Promise<string[]> {
+  const done: string[] = [];
+  const { temporary, old } = checkpointLeftovers(folder);
+  for (const t of temporary) {
+    await rm(t, { recursive: true, force: true });
+    done.push(`removed ${t} (an unfinished save)`);
+  }
+  let rest = old;
+  if (!existsSync(folder) && old.length) {
+    const epochOf = async (d: string) => {
+      try {
+        return (await readCheckpoint<{ epoch?: number }>(d)).state?.epoch ?? -1;
+      } catch {
+        return -2; // not a readable checkpoint
+      }
+    };
+    const ranked = await Promise.all(old.map(async (d) => ({ d, epoch: await epochOf(d), mtime: statSync(d).mtimeMs })));
+    ranked.sort((a, b) => b.epoch - a.epoch || b.mtime - a.mtime);
+    if (ranked[0].epoch >= -1) {
+      await rename(ranked[0].d, folder);
+      done.push(`restored ${folder} from ${ranked[0].d} (a save was interrupted between its renames)`);
+      rest = old.filter((d) => d !== ranked[0].d);
+    }
+  }
+  if (existsSync(folder)) {
+    for (const d of rest) {
+      await rm(d, { recursive: true, force: true });
+      done.push(`removed ${d} (a previous checkpoint left beside ${folder})`);
+    }
+  }
+  return done;
 }

@@ -54,6 +54,7 @@ export interface TrainSection {
   max_grad_norm: number;
   kl_coef: number;
   negate_advantages: boolean;
+  max_skipped_steps: number;
 }
 
 export interface LoraConfig {
@@ -186,7 +187,7 @@ export const SCHEMA: Spec<RunConfig> = {
   reward: f<RewardConfig>('reward', 'jpeg_compressibility', "'jpeg_compressibility' (−kB of the JPEG at quality 95), 'jpeg_incompressibility' (+kB), 'brightness' / 'darkness' (mean pixel value in [0, 1] / 1 − that: not paper tasks, a quick check that training moves the model), {\"aesthetic\": {\"clip\": DIR, \"head\": FILE}} (the LAION aesthetic score of CLIP ViT-L/14's image embedding, on the training device), {\"clip_score\": {\"clip\": DIR, \"scale\": 1}} (cosine of image and prompt embeddings; scale 100 as torchmetrics), {\"service\": {\"url\": URL}} (an HTTP reward server, rewards/service/README.md), {\"module\": PATH, \"export\": NAME, \"args\": [...], \"thread\": \"worker\"} for your own reward (args: NAME is a factory called with them; thread 'main' runs it in the trainer's thread and passes {device} after the args), or {\"combine\": [{\"reward\": R, \"weight\": W}, ...]} for a weighted sum (each part's mean is logged per epoch). Paths are relative to the current directory."),
   reward_options: sec<RewardOptionsConfig>('How rewards run (on worker threads, overlapping the next sampling batch).', {
     workers: int<number | null>(null, 'Reward worker threads.', { nullable: true, min: 1, defaultDoc: 'null (min(2, CPU cores))' }),
-    timeout_s: num(300, 'A reward batch running longer than this is abandoned and its samples dropped.', { gt: 0 }),
+    timeout_s: num(300, 'The time one batch\'s scoring may take, all of it: waiting for a worker, the first attempt and every retry. Samples not scored by then are dropped (reason: timed out); a worker still busy with them is replaced.', { gt: 0 }),
     max_retries: int(2, 'A sample whose reward threw or gave NaN is scored again up to this many times before it is dropped (and counted).', { min: 0 }),
     max_dropped_fraction: num(0.5, 'The run stops, with a checkpoint saved, when more than this fraction of an epoch\'s samples is dropped.', { min: 0, max: 1 }),
   }),
@@ -214,6 +215,7 @@ export const SCHEMA: Spec<RunConfig> = {
     max_grad_norm: num(1.0, 'Gradients clipped to this global L2 norm before each step.', { gt: 0 }),
     kl_coef: num(0, 'Weight of a KL penalty to the frozen starting model (LoRA adapters disabled), ‖μ_θ − μ_ref‖²/(2σ_t²) per step; 0 turns it off. DDPO algorithms with LoRA only.', { min: 0 }),
     negate_advantages: bool(false, 'Negative control: train on −advantages (DDPO) or −rewards (RWR), so the reward should fall.'),
+    max_skipped_steps: int(3, 'An optimizer step whose loss or gradient norm is NaN/Inf is skipped (its gradients dropped, the weights unchanged) and counted; when the run has skipped this many it stops without saving, so its last checkpoint stays as it was.', { min: 1 }),
   }),
   lora: sec<LoraConfig>('LoRA adapters on the UNet\'s attention projections.', {
     enabled: bool(true, 'Train LoRA adapters (the base stays frozen); false fine-tunes every UNet weight.'),

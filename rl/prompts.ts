@@ -144,7 +144,9 @@ export function promptsFromFile(path: string, range: LineRange = {}): PromptFn {
     throw new Error(`promptsFromFile: cannot read ${path}: ${e instanceof Error ? e.message : String(e)}`);
   }
   const lines = text.split(/\r?\n/);
-  if (lines.length && lines[lines.length - 1] === '') lines.pop(); // the final newline ends a line, it does not start one
+  // Blank lines at the end (a final newline, an editor's trailing empty lines) end the list; a
+  // blank line between prompts is still an error, as it would be an empty prompt.
+  while (lines.length && !lines[lines.length - 1].trim()) lines.pop();
   return promptsFromLines(lines, range, path);
 }
 

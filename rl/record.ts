@@ -1,5 +1,6 @@
-// What a run reports: one EpochRecord per epoch (handed to onEpoch; cli/report.ts writes it as a
-// metrics.jsonl row, a grid and charts), the run's result, and the summary statistics both use.
+// What a run reports: one EpochRecord per finished epoch (handed to onEpoch; cli/report.ts writes
+// it as a metrics.jsonl row, a grid and charts), one FailedEpoch per epoch that started and did
+// not finish (onEpochFailed: it still gets its row), the run's result, and the statistics they use.
 
 import type { ImageBatch } from '../rewards/types.js';
 import type { Algorithm } from './config.js';
@@ -35,10 +36,14 @@ export function statsOf(values: ArrayLike<number>): Stats {
   return { mean, std, min, max };
 }
 
+/** How an epoch ended. */
+export type EpochStatus = 'ok' | 'stopped' | 'reward-failure' | 'non-finite' | 'error';
+
 /** One epoch's results, handed to onEpoch (plain data, JSON-friendly apart from the eval images). */
 export interface EpochRecord {
   /** 1-based number of the epoch just finished. */
   epoch: number;
+  status: 'ok';
   algorithm: Algorithm;
   /** Per sample (NaN where dropped), in sampling order. */
   rewards: number[];
@@ -56,12 +61,19 @@ export interface EpochRecord {
   /** Mean gradient norm before clipping. */
   gradNorm: number;
   lr: number;
+  /** Optimizer steps taken (skipped ones not counted). */
   optimizerSteps: number;
+  /** Optimizer steps skipped because their loss or gradient norm was NaN/Inf. */
+  skippedSteps: number;
   /** Optimizer steps since the run began. */
   globalStep: number;
   /** Samples drawn since the run began. */
   globalSample: number;
-  seconds: { sampling: number; reward: number; training: number; total: number };
+  /**
+   * sampling: until the last batch was sampled; reward: the wait for rewards after that;
+   * rewardCompute: each batch's scoring from submission to result, summed (it overlaps sampling).
+   */
+  seconds: { sampling: number; reward: number; rewardCompute: number; training: number; total: number };
   samplesPerSecond: number;
   memory: { liveBytes: number; peakTotalBytes: number };
   /** Samples dropped this epoch (reward NaN or threw after retries). */
@@ -79,7 +91,27 @@ export interface EpochRecord {
   evalPrompts?: string[];
 }
 
-export type RunStatus = 'done' | 'stopped' | 'reward-failure';
+/** An epoch that started and did not finish: what is known of it, and why it ended. */
+export interface FailedEpoch {
+  epoch: number;
+  status: Exclude<EpochStatus, 'ok'>;
+  /** What ended it. */
+  error: string;
+  algorithm: Algorithm;
+  /** Per sample, when the epoch got as far as scoring (NaN where dropped). */
+  rewards: number[];
+  prompts: string[];
+  dropped: number;
+  droppedReasons: string[];
+  skippedSteps: number;
+  seconds: { total: number };
+}
+
+/**
+ * 'stopped': a stop request; 'reward-failure': too many samples dropped by the reward;
+ * 'non-finite': NaN/Inf in samples, in too many optimizer steps, or in the weights (nothing saved).
+ */
+export type RunStatus = 'done' | 'stopped' | 'reward-failure' | 'non-finite';
 
 export interface RunResult {
   status: RunStatus;

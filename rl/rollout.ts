@@ -2,6 +2,10 @@
 // scored by the reward (each batch while the next one samples), the fixed-seed evaluation
 // samples, and the batches collated into one set of tensors for the update (rl/update.ts).
 //
+// NaN and Inf: sample() reports the samples whose latents or decoded images went non-finite; the
+// first batch (or evaluation batch) that has one ends the epoch's sampling at once ('non-finite'),
+// as nothing sound can be trained on it and the model itself is what has gone wrong.
+//
 // Determinism and resume: sampling noise is Philox addressed by (seed, global sample index) and
 // prompts come from their own PromptRng, so the Sampler's state is that rng and the sample
 // counter; an epoch that is abandoned (a stop request while sampling, too many dropped samples)
@@ -14,7 +18,7 @@ import { indexSelect } from '../engine/ops/gather.js';
 import { keep } from '../engine/scope.js';
 import { Tensor } from '../engine/tensor.js';
 import { StableDiffusion } from '../diffusion/load.js';
-import { SampleOptions, TextEmbeddingCache, Trajectory, sample } from '../diffusion/pipeline.js';
+import { SampleOptions, SampleResult, TextEmbeddingCache, Trajectory, sample } from '../diffusion/pipeline.js';
 import { ImageBatch, Metadata } from '../rewards/types.js';
 import { ResolvedConfig, isDDPO } from './config.js';
 import { PromptFn, PromptRng, PromptRngState, samplePrompts } from './prompts.js';
@@ -79,8 +83,26 @@ export interface Rollout {
   rewardParts?: PartScores[];
   droppedReasons: string[];
   eval: EvalSamples | null;
-  seconds: { sampling: number; reward: number };
+  /** sampling: until the last batch was sampled; reward: the wait for rewards after that; rewardCompute: the scoring's own time, summed over batches (it overlaps sampling). */
+  seconds: { sampling: number; reward: number; rewardCompute: number };
 }
+
+/** A sample that went non-finite while sampling an epoch. */
+export interface NonFiniteFound {
+  /** 'train' sample index in the epoch, or 'eval' sample index. */
+  kind: 'train' | 'eval';
+  index: number;
+  prompt: string;
+  message: string;
+}
+
+/** What sampling an epoch came to. */
+export type SampleOutcome =
+  | { status: 'ok'; rollout: Rollout }
+  /** A stop was requested between batches; the draws are rolled back. */
+  | { status: 'stopped'; seconds: number }
+  /** A batch had non-finite samples (the draws are rolled back). */
+  | { status: 'non-finite'; found: NonFiniteFound[]; seconds: number };
 
 export type RolloutProgress = (done: number, total: number) => void;
 
@@ -136,10 +158,10 @@ export class Sampler {
 
   /**
    * Samples epoch `epoch` (1-based): the evaluation samples when eval.every says so, then
-   * sample.batches_per_epoch batches, each scored while the next one samples. Returns null
-   * (with the draws rolled back) when `stop()` turns true between batches.
+   * sample.batches_per_epoch batches, each scored while the next one samples. Ends early, with
+   * the draws rolled back, when `stop()` turns true between batches or a batch went non-finite.
    */
-  async sampleEpoch(epoch: number, stop: () => boolean, onProgress?: RolloutProgress): Promise<Rollout | null> {
+  async sampleEpoch(epoch: number, stop: () => boolean, onProgress?: RolloutProgress): Promise<SampleOutcome> {
     const c = this.config;
     const tStart = performance.now();
     this.snapshot = this.getState();
@@ -152,28 +174,46 @@ export class Sampler {
     const opts: Omit<SampleOptions, 'prompts'> = {
       steps: c.sample.steps, eta: c.sample.eta, guidance: c.sample.guidance, negativePrompt: c.sample.negative_prompt, cache: this.cache, decodeBatch: c.sample.decode_batch,
     };
+    const end = async (): Promise<number> => {
+      for (const x of batches) x.traj.dispose();
+      await Promise.allSettled([...pending, ...(evalPending ? [evalPending] : [])]);
+      this.rollback();
+      return (performance.now() - tStart) / 1000;
+    };
+    /** The batch's images, or the samples that went non-finite (the result's tensors then freed). */
+    const finished = async (r: SampleResult, kind: NonFiniteFound['kind'], first: number): Promise<ImageBatch | NonFiniteFound[]> => {
+      const images = await readImages(r.images!);
+      const bad = await r.nonFinite;
+      if (!bad.length) return images;
+      r.trajectory.dispose();
+      return bad.map((b) => ({ kind, index: first + b.index, prompt: b.prompt, message: b.message }));
+    };
+    let scoringTime = 0;
+    const timed = (p: Promise<Scored>) => {
+      const t0 = performance.now();
+      return p.then((x) => { scoringTime += (performance.now() - t0) / 1000; return x; });
+    };
     if (doEval) {
       const r = sample(this.sd, { ...opts, prompts: evalPrompts, seed: c.eval.seed, firstSample: 0 });
+      const got = await finished(r, 'eval', 0);
+      if (Array.isArray(got)) return { status: 'non-finite', found: got, seconds: await end() };
       r.trajectory.dispose();
-      evalImages = await readImages(r.images!);
-      evalPending = this.score('eval', epoch, evalImages, evalPrompts, evalPrompts.map(() => ({})));
+      evalImages = got;
+      evalPending = timed(this.score('eval', epoch, evalImages, evalPrompts, evalPrompts.map(() => ({}))));
     }
     const metadata: Metadata[] = [];
     for (let b = 0; b < c.sample.batches_per_epoch; b++) {
-      if (stop()) {
-        for (const x of batches) x.traj.dispose();
-        await Promise.allSettled([...pending, ...(evalPending ? [evalPending] : [])]);
-        this.rollback();
-        return null;
-      }
+      if (stop()) return { status: 'stopped', seconds: await end() };
       const drawn = samplePrompts(this.prompts, this.promptRng, c.sample.batch_size);
+      const first = b * c.sample.batch_size;
       const r = sample(this.sd, {
         ...opts, prompts: drawn.prompts, seed: c.seed, firstSample: this.globalSample,
         onStep: (k, total) => onProgress?.(b * total + k, total * c.sample.batches_per_epoch),
       });
       this.globalSample += drawn.prompts.length;
-      const images = await readImages(r.images!);
-      pending.push(this.score('train', epoch, images, drawn.prompts, drawn.metadata));
+      const got = await finished(r, 'train', first);
+      if (Array.isArray(got)) return { status: 'non-finite', found: got, seconds: await end() };
+      pending.push(timed(this.score('train', epoch, got, drawn.prompts, drawn.metadata)));
       batches.push({ traj: r.trajectory, prompts: drawn.prompts });
       metadata.push(...drawn.metadata);
     }
@@ -182,13 +222,16 @@ export class Sampler {
     const evalScored = evalPending ? await evalPending : null;
     const tRewarded = performance.now();
     return {
-      batches, metadata,
-      prompts: batches.flatMap((b) => b.prompts),
-      rewards: scored.flatMap((s) => s.rewards),
-      rewardParts: concatParts(scored),
-      droppedReasons: scored.flatMap((s) => s.dropped.map((d) => d.reason)),
-      eval: evalImages && evalScored ? { images: evalImages, prompts: evalPrompts, rewards: evalScored.rewards } : null,
-      seconds: { sampling: (tSampled - tStart) / 1000, reward: (tRewarded - tSampled) / 1000 },
+      status: 'ok',
+      rollout: {
+        batches, metadata,
+        prompts: batches.flatMap((x) => x.prompts),
+        rewards: scored.flatMap((x) => x.rewards),
+        rewardParts: concatParts(scored),
+        droppedReasons: scored.flatMap((x) => x.dropped.map((d) => d.reason)),
+        eval: evalImages && evalScored ? { images: evalImages, prompts: evalPrompts, rewards: evalScored.rewards } : null,
+        seconds: { sampling: (tSampled - tStart) / 1000, reward: (tRewarded - tSampled) / 1000, rewardCompute: scoringTime },
+      },
     };
   }
 }

@@ -19,7 +19,7 @@ import { manualSeed } from '../engine/nn/module.js';
 import { StableDiffusion } from '../diffusion/load.js';
 import { DDIMSchedule, SchedulerConfig } from '../diffusion/schedule.js';
 import { loadClipTokenizer } from '../diffusion/text/load-node.js';
-import { BYTE_ORDER, BYTE_TO_SYMBOL } from '../diffusion/text/bytes.js';
+import { clipTokenizerFiles } from '../diffusion/text/bpe-learn.js';
 import { ClipTextModel, parseClipTextConfig } from '../diffusion/models/clip-text.js';
 import { UNet2DConditionModel } from '../diffusion/models/unet.js';
 import { AutoencoderKL, parseVaeConfig } from '../diffusion/models/vae.js';
@@ -60,15 +60,9 @@ export function referenceTokenizerDir(): string | null {
 
 /** Writes a byte-level CLIP-style tokenizer (514 tokens, no merges) into dir. */
 function writeByteTokenizer(dir: string): number {
-  const symbols = BYTE_ORDER.map((b) => BYTE_TO_SYMBOL[b]!);
-  const tokens = [...symbols, ...symbols.map((s) => `${s}</w>`), '<|startoftext|>', '<|endoftext|>'];
-  const vocab: Record<string, number> = {};
-  tokens.forEach((t, i) => { vocab[t] = i; });
-  writeFileSync(join(dir, 'vocab.json'), JSON.stringify(vocab));
-  writeFileSync(join(dir, 'merges.txt'), '#version: 0.2\n');
-  writeFileSync(join(dir, 'special_tokens_map.json'), JSON.stringify({ bos_token: '<|startoftext|>', eos_token: '<|endoftext|>', pad_token: '<|endoftext|>', unk_token: '<|endoftext|>' }));
-  writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify({ model_max_length: 77 }));
-  return tokens.length;
+  const files = clipTokenizerFiles([]);
+  for (const [name, text] of Object.entries(files)) writeFileSync(join(dir, name), text);
+  return Object.keys(JSON.parse(files['vocab.json'])).length;
 }
 
 /** SD v1's scheduler settings (scaled-linear betas 0.00085 … 0.012, steps_offset 1). */

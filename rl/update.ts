@@ -19,6 +19,12 @@
 // stepLogProb computes exactly what sampling computed (guidedNoise + ddimStep on the stored x_t
 // and x_{t−1}), so the first ratio of an epoch is exactly 1.
 //
+// NaN and Inf: before each optimizer step the window's loss and the gradient norm are read back;
+// a non-finite one skips the step (gradients dropped, weights and optimizer state unchanged) and
+// is counted. When the run has skipped train.max_skipped_steps, the update stops (the trainer then
+// stops the run without saving, so its last checkpoint stays as it was). Weights whose last
+// window was skipped are `suspect`, and the trainer does not save them.
+//
 // Determinism: shuffles and timestep permutations each have their own PromptRng; RWR's
 // timesteps share the timestep rng and its noise is Philox addressed by a counter. The
 // optimizer, those rngs and the counters are the update's part of a checkpoint.
@@ -57,6 +63,17 @@ export class GpuSums {
       this.sums.set(name, keep(v));
     }
   }
+  /** Adds every sum of `other` to this one's. */
+  addAll(other: GpuSums): void {
+    for (const [k, t] of other.sums) this.add(k, t);
+  }
+  /** Whether `x` and every sum are finite (one scalar read back). */
+  async finiteWith(x: Tensor): Promise<boolean> {
+    const total = noGrad(() => tidy(() => [...this.sums.values()].reduce((a, b) => add(a, b), mulScalar(x, 1))));
+    const v = (await total.data())[0];
+    total.dispose();
+    return Number.isFinite(v);
+  }
   async read(): Promise<Record<string, number>> {
     const out: Record<string, number> = {};
     for (const [k, t] of this.sums) out[k] = (await t.data())[0];
@@ -71,6 +88,8 @@ export class GpuSums {
 /** The update's part of a checkpoint. */
 export interface UpdateState {
   globalStep: number;
+  /** Optimizer steps skipped since the run began (non-finite loss or gradient norm). */
+  skippedSteps: number;
   rwrNoiseCounter: number;
   shuffle: PromptRngState;
   timestep: PromptRngState;
@@ -78,7 +97,12 @@ export interface UpdateState {
 
 /** Per-epoch means over the optimizer steps of the update's metrics. */
 export interface UpdateMetrics {
+  /** Optimizer steps taken. */
   steps: number;
+  /** Steps skipped this epoch because the loss or the gradient norm was NaN/Inf. */
+  skipped: number;
+  /** The run reached train.max_skipped_steps: the epoch's update was abandoned there. */
+  diverged: boolean;
   loss: number;
   approxKl: number;
   clipfrac: number;
@@ -107,6 +131,14 @@ export class PolicyUpdate {
   readonly trained: Map<string, Tensor>;
   /** Optimizer steps since the run began. */
   globalStep = 0;
+  /** Optimizer steps skipped since the run began. */
+  skippedSteps = 0;
+  /**
+   * The weights as they are now gave a non-finite loss or gradient norm (the last step was
+   * skipped and none was taken since): they are not saved (a lr far too large leaves finite
+   * weights that already compute NaN).
+   */
+  suspect = false;
   private rwrNoiseCounter = 0;
   private shuffleRng: PromptRng;
   private timestepRng: PromptRng;
@@ -125,60 +157,78 @@ export class PolicyUpdate {
   }
 
   getState(): UpdateState {
-    return { globalStep: this.globalStep, rwrNoiseCounter: this.rwrNoiseCounter, shuffle: this.shuffleRng.getState(), timestep: this.timestepRng.getState() };
+    return { globalStep: this.globalStep, skippedSteps: this.skippedSteps, rwrNoiseCounter: this.rwrNoiseCounter, shuffle: this.shuffleRng.getState(), timestep: this.timestepRng.getState() };
   }
 
   setState(s: UpdateState): void {
     this.globalStep = s.globalStep;
+    this.skippedSteps = s.skippedSteps ?? 0;
     this.rwrNoiseCounter = s.rwrNoiseCounter;
     this.shuffleRng = PromptRng.fromState(s.shuffle);
     this.timestepRng = PromptRng.fromState(s.timestep);
   }
 
-  /** train.inner_epochs passes over the samples; the epoch's mean metrics. */
+  /** train.inner_epochs passes over the samples; the epoch's mean metrics over the steps taken. */
   async train(s: EpochSamples, adv: Float64Array, onProgress?: UpdateProgress): Promise<UpdateMetrics> {
     const sums = new GpuSums();
     try {
-      const steps = this.passes(s, adv, sums, onProgress);
+      const r = await this.passes(s, adv, sums, onProgress);
       const m = await sums.read();
-      const per = (k: string) => (steps ? (m[k] ?? 0) / steps : 0);
-      return { steps, loss: per('loss'), approxKl: per('approxKl'), clipfrac: per('clipfrac'), gradNorm: per('gradNorm'), kl: per('kl') };
+      const per = (k: string) => (r.steps ? (m[k] ?? 0) / r.steps : 0);
+      return { ...r, loss: per('loss'), approxKl: per('approxKl'), clipfrac: per('clipfrac'), gradNorm: per('gradNorm'), kl: per('kl') };
     } finally {
       sums.dispose();
     }
   }
 
-  private passes(s: EpochSamples, adv: Float64Array, sums: GpuSums, onProgress?: UpdateProgress): number {
+  private async passes(s: EpochSamples, adv: Float64Array, sums: GpuSums, onProgress?: UpdateProgress): Promise<{ steps: number; skipped: number; diverged: boolean }> {
     const c = this.config;
     const ddpo = isDDPO(c.algorithm);
     const B = c.train.batch_size, accum = c.train.gradient_accumulation_steps;
     const F = trainedTimesteps(c);
     const batchesPerInner = s.n / B;
-    let steps = 0;
+    let steps = 0, skipped = 0;
     const params = [...this.trained.values()];
-    for (let inner = 0; inner < c.train.inner_epochs; inner++) {
-      const perm = permutation(this.shuffleRng, s.n);
-      // Timestep permutations per sample, drawn in shuffled order (as the reference code).
-      const tperm = new Map<number, number[]>();
-      if (ddpo) for (const i of perm) tperm.set(i, permutation(this.timestepRng, c.sample.steps).slice(0, F));
-      for (let tb = 0; tb < batchesPerInner; tb++) {
-        const idx = perm.slice(tb * B, (tb + 1) * B);
-        if (ddpo) this.trainDDPO(s, idx, tperm, adv, sums, accum * B * F);
-        else this.trainRWR(s, idx, adv, sums, accum * B);
-        if ((tb + 1) % accum === 0) {
-          tidy(() => {
-            const norm = clipGradNorm(params, c.train.max_grad_norm);
-            sums.add('gradNorm', norm);
-            this.optimizer.step();
+    // The metrics of the current accumulation window: added to the epoch's sums when its step is taken.
+    const window = new GpuSums();
+    try {
+      for (let inner = 0; inner < c.train.inner_epochs; inner++) {
+        const perm = permutation(this.shuffleRng, s.n);
+        // Timestep permutations per sample, drawn in shuffled order (as the reference code).
+        const tperm = new Map<number, number[]>();
+        if (ddpo) for (const i of perm) tperm.set(i, permutation(this.timestepRng, c.sample.steps).slice(0, F));
+        for (let tb = 0; tb < batchesPerInner; tb++) {
+          const idx = perm.slice(tb * B, (tb + 1) * B);
+          if (ddpo) this.trainDDPO(s, idx, tperm, adv, window, accum * B * F);
+          else this.trainRWR(s, idx, adv, window, accum * B);
+          if ((tb + 1) % accum === 0) {
+            const norm = tidy(() => clipGradNorm(params, c.train.max_grad_norm));
+            if (await window.finiteWith(norm)) {
+              tidy(() => {
+                sums.add('gradNorm', norm);
+                sums.addAll(window);
+                this.optimizer.step();
+              });
+              steps++;
+              this.globalStep++;
+              this.suspect = false;
+            } else {
+              this.suspect = true;
+              skipped++;
+              this.skippedSteps++;
+            }
+            norm.dispose();
+            window.dispose();
             this.optimizer.zeroGrad();
-          });
-          steps++;
-          this.globalStep++;
+            if (this.skippedSteps >= c.train.max_skipped_steps) return { steps, skipped, diverged: true };
+          }
+          onProgress?.(inner * batchesPerInner + tb + 1, c.train.inner_epochs * batchesPerInner);
         }
-        onProgress?.(inner * batchesPerInner + tb + 1, c.train.inner_epochs * batchesPerInner);
       }
+      return { steps, skipped, diverged: false };
+    } finally {
+      window.dispose();
     }
-    return steps;
   }
 
   /** DDPO: one guided forward per distinct timestep of the batch's (sample, step) pairs. */

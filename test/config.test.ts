@@ -30,7 +30,7 @@ s('defaults are the issue\'s', () => {
   assert.equal(c.sample, { steps: 50, eta: 1.0, guidance: 5.0, negative_prompt: '', batch_size: 8, batches_per_epoch: 4, decode_batch: 2 });
   assert.equal(c.train, {
     batch_size: 4, gradient_accumulation_steps: 2, inner_epochs: 1, timestep_fraction: 1.0, clip_range: 1e-4, adv_clip_max: 5,
-    lr: 3e-4, adam_beta1: 0.9, adam_beta2: 0.999, weight_decay: 1e-4, eps: 1e-8, max_grad_norm: 1.0, kl_coef: 0, negate_advantages: false,
+    lr: 3e-4, adam_beta1: 0.9, adam_beta2: 0.999, weight_decay: 1e-4, eps: 1e-8, max_grad_norm: 1.0, kl_coef: 0, negate_advantages: false, max_skipped_steps: 3,
   });
   assert.equal(c.lora, { enabled: true, rank: 4 });
   assert.equal(c.stat_tracking, { per_prompt: true, buffer_size: 32, min_count: 16 });

@@ -94,7 +94,7 @@ s('an epoch without grid or training metrics still reports; a corrupt metrics li
     const rep = new RunReport(dir);
     rep.addEpoch({ epoch: 0, rewards: [1, 2], gridImages: [], loss: NaN });
     assert.is(readMetrics(join(dir, 'metrics.jsonl'))[0].loss, null);
-    assert.match(readFileSync(join(dir, 'report.html'), 'utf8'), /clipfrac: no data yet/);
+    assert.match(readFileSync(join(dir, 'report.html'), 'utf8'), /gradient norm: no data yet/);
     assert.throws(() => rep.addEpoch({ epoch: -1, rewards: [] }), /epoch -1/);
     writeFileSync(join(dir, 'metrics.jsonl'), '{"epoch":0}\n{"epoch":1');
     assert.throws(() => new RunReport(dir), /line 2 is not JSON/);

@@ -91,13 +91,14 @@ function batchOf(n: number, seed = 1): { images: ImageBatch; prompts: string[]; 
   return { images, prompts: Array.from({ length: n }, (_, i) => `sample ${i}`), metadata: Array.from({ length: n }, (_, i) => ({ i })) };
 }
 
-const FAST: Omit<ServiceClientOptions, 'url'> = { batch_size: 8, concurrency: 2, timeout_s: 0.3, retries: 3, backoff_s: 0.02, max_backoff_s: 0.1, encoderWorkers: 1, random: () => 0.5 };
+const FAST: Omit<ServiceClientOptions, 'url'> = { batch_size: 8, concurrency: 2, timeout_s: 1, retries: 3, backoff_s: 0.02, max_backoff_s: 0.1, encoderWorkers: 1, random: () => 0.5 };
 // (JPEG encoding on a worker thread, as in the trainer: encoding on this thread would block it and
-// eat into the other requests' 0.3 s timeouts.)
+// eat into the other requests' timeouts. 1 s per attempt: short enough for the hang cases, long
+// enough that the suite's loaded two cores do not time out a healthy request.)
 const expected = (n: number) => Array.from({ length: n }, (_, i) => i);
 
 // fetch loads and compiles its HTTP stack on first use (a few hundred ms on a busy 2-core machine):
-// do that before the timed tests, so their 0.3 s timeouts measure the server.
+// do that before the timed tests, so their 1 s timeouts measure the server.
 {
   const warm = await faultServer(() => 'ok');
   await (await fetch(`${warm.url}/health`)).text();
@@ -133,19 +134,19 @@ s('each fault once, then an answer: retried with the same id, every sample count
     assert.equal(fs.seen.map((x) => x.id), [fs.seen[0].id, fs.seen[0].id], `${what}: two attempts with the same id`);
     const st = c.takeStats();
     assert.equal([st.requests, st.attempts, st.retries, st.timeouts], [1, 2, 1, fault === 'hang' ? 1 : 0], `${what}: counters`);
-    if (fault === 'hang') assert.ok(performance.now() - t0 >= 300, 'the hang was cut at the 0.3 s timeout');
+    if (fault === 'hang') assert.ok(performance.now() - t0 >= 1000, 'the hang was cut at the 1 s timeout');
     await c.close(); await fs.close();
   }
 });
 
 s('a slow answer that arrives after its retry started is never read; the retry\'s answer is counted once', async () => {
-  // Attempt 1 answers after 0.5 s (past the 0.3 s timeout) with values +1000; attempt 2 at once.
-  const fs = await faultServer((n) => (n === 0 ? { slowMs: 500, offset: 1000 } : 'ok'));
+  // Attempt 1 answers after 1.5 s (past the 1 s timeout) with values +1000; attempt 2 at once.
+  const fs = await faultServer((n) => (n === 0 ? { slowMs: 1500, offset: 1000 } : 'ok'));
   const c = new ServiceClient({ url: fs.url, ...FAST, batch_size: 16 });
   const { images, prompts } = batchOf(6);
   const r = await c.scoreDetailed(images, prompts);
   assert.equal(r.rewards, expected(6), 'the values of the retry, not of the late answer');
-  await new Promise((res) => setTimeout(res, 400)); // let the late answer come
+  await new Promise((res) => setTimeout(res, 900)); // let the late answer come (1.5 s after attempt 1)
   assert.is(fs.lateWritesRefused, 1, 'the late answer found its connection closed');
   assert.equal(r.rewards, expected(6), 'and nothing changed afterwards');
   assert.equal(fs.seen.map((x) => x.id), [fs.seen[0].id, fs.seen[0].id]);

@@ -250,12 +250,20 @@ function runBanded(mode: ConvMode, geo: Conv2dGeometry, inputs: (Tensor | null)[
 function runConv(mode: ConvMode, geo: Conv2dGeometry, inputs: (Tensor | null)[], out: Tensor, label: string, carry = false): void {
   const dev = out.device;
   const software = kernelFamily(dev) === 'software';
-  if (!software && CONV_SHARED_BYTES > dev.limits.maxComputeWorkgroupStorageSize || CONV_THREADS > dev.limits.maxComputeInvocationsPerWorkgroup) {
+  if (!software && (CONV_SHARED_BYTES > dev.limits.maxComputeWorkgroupStorageSize || CONV_THREADS > dev.limits.maxComputeInvocationsPerWorkgroup)) {
     throw new Error(`${label}: the conv2d kernel needs ${CONV_SHARED_BYTES} bytes of workgroup memory and ${CONV_THREADS} threads; this device allows ${dev.limits.maxComputeWorkgroupStorageSize} and ${dev.limits.maxComputeInvocationsPerWorkgroup}`);
   }
   const { N, C, H, W, CO, KH, KW, OH, OW, G } = geo;
   const CG = C / G, COG = CO / G;
   const dtype = inputs[0]!.dtype;
+  // Software kernels read the weights repacked with the product's rows innermost (vec4 reads);
+  // the copy is small beside the convolution, and is freed once the dispatches are recorded.
+  const packRows = mode === 'dx' ? CG : COG;
+  const packable = software && packRows >= 4 && packRows % 4 === 0;
+  const packAt = mode === 'dw' ? 0 : 1;
+  const packed = packable ? (mode === 'dw' ? packGradient(inputs[0]!, geo) : packWeights(mode, inputs[1]!, geo)) : null;
+  const original = inputs;
+  if (packed) inputs = inputs.map((t, i) => (i === packAt ? packed : t));
   const eb = bytesOf(dtype);
   const xPer = C * H * W, oPer = CO * OH * OW;
   const buf = (t: Tensor) => t.buffer('conv2d');
@@ -287,7 +295,7 @@ function runConv(mode: ConvMode, geo: Conv2dGeometry, inputs: (Tensor | null)[],
   }
   const align = dev.limits.minStorageBufferOffsetAlignment;
   const per = samplesPerChunk(ops, N, dev.maxBindingBytes, align, label);
-  if (per === 0) { runBanded(mode, geo, inputs, out, label); return; }
+  if (per === 0) { packed?.dispose(); runBanded(mode, geo, original, out, label); return; }
   const maxG = dev.limits.maxComputeWorkgroupsPerDimension;
   const { BN } = CONV_TILE;
   for (let s0 = 0; s0 < N; s0 += per) {
@@ -311,8 +319,8 @@ function runConv(mode: ConvMode, geo: Conv2dGeometry, inputs: (Tensor | null)[],
     const BNc = software ? CONV_RB_TILE.BN : BN;
     const gx = Math.ceil(NN / BNc), gy = Math.ceil(M / BM);
     const st = { SH: geo.SH, SW: geo.SW, DH: geo.DH, DW: geo.DW };
-    const key = software ? convRbKey(mode, dtype, st) : convKey(mode, dtype, BM);
-    const code = software ? () => convRbWGSL(mode, dtype, st) : () => convWGSL(mode, dtype, BM);
+    const key = software ? convRbKey(mode, dtype, st, !!packed) : convKey(mode, dtype, BM);
+    const code = software ? () => convRbWGSL(mode, dtype, st, !!packed) : () => convWGSL(mode, dtype, BM);
     for (let z = 0; z < gz; z += maxG) {
       for (let y = 0; y < gy; y += maxG) {
         for (let xb = 0; xb < gx; xb += maxG) {
@@ -329,4 +337,28 @@ function runConv(mode: ConvMode, geo: Conv2dGeometry, inputs: (Tensor | null)[],
       }
     }
   }
+  packed?.dispose();
+}
+
+/** The output gradient [N, Cout, OH, OW] as [N, OH·OW, Cout] for the software dw kernel. */
+function packGradient(g: Tensor, geo: Conv2dGeometry): Tensor {
+  const { N, CO, OH, OW } = geo;
+  const P = OH * OW;
+  const out = new Tensor(g.device, [N, P, CO], g.dtype);
+  runMap(copyKernel(g), [N, P, CO], [{ t: g, strides: [CO * P, 1, P] }], { t: out, strides: [P * CO, CO, 1] }, [0, 0], 'conv2d (gradient repack)');
+  return out;
+}
+
+/**
+ * The weights [Cout, Cin/G, kh, kw] repacked for the software kernels: fwd [G, Cin/G·kh·kw,
+ * Cout/G] (the output channels of one k side by side), dx [G, Cout/G, kh·kw, Cin/G] (the input
+ * channels of one (co, ky, kx) side by side).
+ */
+function packWeights(mode: ConvMode, w: Tensor, geo: Conv2dGeometry): Tensor {
+  const { G, CO, C, KH, KW } = geo;
+  const COG = CO / G, CG = C / G, KK = KH * KW, K = CG * KK;
+  const out = new Tensor(w.device, mode === 'fwd' ? [G, K, COG] : [G, COG, KK, CG], w.dtype);
+  if (mode === 'fwd') runMap(copyKernel(w), [G, K, COG], [{ t: w, strides: [COG * K, 1, K] }], { t: out, strides: [K * COG, COG, 1] }, [0, 0], 'conv2d (weight repack)');
+  else runMap(copyKernel(w), [G, COG, KK, CG], [{ t: w, strides: [COG * K, K, 1, KK] }], { t: out, strides: [COG * KK * CG, KK * CG, CG, 1] }, [0, 0], 'conv2d (weight repack)');
+  return out;
 }

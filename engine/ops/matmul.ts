@@ -8,7 +8,6 @@ import { MAX_RANK, contiguousStrides, fmt, sizeOf } from '../shape.js';
 import { Tensor } from '../tensor.js';
 import { kernelFamily } from '../kernel-family.js';
 import { matmulLayout, selectMatmulVariant } from '../../kernels/matmul.js';
-import { chooseLoadMode } from '../../kernels/matmul-rb.js';
 import { cast } from './elementwise.js';
 import { full, reshape } from './movement.js';
 
@@ -150,9 +149,7 @@ function pad8(v: readonly number[]): number[] {
 /** Writes op(a)·op(b) into out (contiguous [...batch, M, N]). */
 function runMatmul(a: Tensor, b: Tensor, out: Tensor, transA: boolean, transB: boolean, d: Dims, label: string): void {
   const dev = out.device;
-  const family = kernelFamily(dev);
-  const variant0 = selectMatmulVariant(family, dev, a.dtype);
-  const variant = variant0;
+  const variant = selectMatmulVariant(kernelFamily(dev), dev, a.dtype);
   if (variant.sharedBytes > dev.limits.maxComputeWorkgroupStorageSize || variant.threads > dev.limits.maxComputeInvocationsPerWorkgroup) {
     throw new Error(`${label}: the ${variant.name} kernel needs ${variant.sharedBytes} bytes of workgroup memory and ${variant.threads} threads; this device allows ${dev.limits.maxComputeWorkgroupStorageSize} and ${dev.limits.maxComputeInvocationsPerWorkgroup}`);
   }
@@ -192,10 +189,6 @@ function runMatmul(a: Tensor, b: Tensor, out: Tensor, transA: boolean, transB: b
     const bshape = ch.shape.slice(0, r - 3);
     const [oa, ob, oc] = ch.operands;
     const m = ch.shape[r - 3];
-    const variant = family === 'software' ? selectMatmulVariant(family, dev, a.dtype, {
-      a: chooseLoadMode(a.dtype, oa.strides[r - 1], oa.strides[r - 3], K, m, oa.offset, oa.strides.slice(0, r - 3)),
-      b: chooseLoadMode(a.dtype, ob.strides[r - 1], ob.strides[r - 2], K, N, ob.offset, ob.strides.slice(0, r - 3)),
-    }) : variant0;
     const gx = Math.ceil(N / variant.tileN), gy = Math.ceil(m / variant.tileM), gz = sizeOf(bshape);
     const base = {
       bshape: pad8(bshape), bsA: pad8(oa.strides.slice(0, r - 3)), bsB: pad8(ob.strides.slice(0, r - 3)), bsC: pad8(oc.strides.slice(0, r - 3)),
