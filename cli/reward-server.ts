@@ -75,7 +75,7 @@ export async function startRewardServerCommand(o: RewardServerCliOptions, log: (
   const use = given ?? device;
   try {
     const server = await startRewardServer({
-      reward: spec, port: o.port, host: o.host ?? '127.0.0.1', retries: o.retries, log,
+      reward: spec, label: o.reward.length > 120 ? `${o.reward.slice(0, 117)}...` : o.reward, port: o.port, host: o.host ?? '127.0.0.1', retries: o.retries, log,
       context: { device: use ?? undefined, log }, pool: o.workers ? { workers: o.workers } : undefined,
     });
     return { server, device };

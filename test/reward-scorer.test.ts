@@ -126,7 +126,7 @@ s('reward-server --reward: a name, JSON, PATH#EXPORT (with --args / --thread); t
   const { server, device } = await startRewardServerCommand({ reward: `${modPath}#make`, args: '[0]', thread: 'main', port: 0 }, () => {}, dev);
   assert.is(device, null, 'the given device is used, none created');
   const h = await (await fetch(`${server.url}/health`)).json();
-  assert.equal(h, { status: 'ok', protocol: 1, reward: 'make' });
+  assert.equal(h, { status: 'ok', protocol: 1, reward: `${modPath}#make` });
   await server.close();
 });
 
