@@ -22,7 +22,6 @@ import { createTinyPipeline } from '../rl/tiny-model.js';
 import { resolveConfig, rewardSpec } from '../rl/config.js';
 import { EpochRecord, Trainer } from '../rl/trainer.js';
 import { assertClose, assertThrows, randArray, testDevice } from './helpers.js';
-import { setDefaultDevice } from '../engine/tensor.js';
 
 const dev = await testDevice();
 const s = suite('reward-scorer');
@@ -124,17 +123,11 @@ s('reward-server --reward: a name, JSON, PATH#EXPORT (with --args / --thread); t
   await assertThrows(() => Promise.resolve(resolveConfig({ reward: { service: { url: 'http://x', timeout_s: -1 } } })), /reward\.service\.timeout_s: expected a positive number/);
   await assertThrows(() => Promise.resolve(parseRewardArg('{"aesthetic": {"clip": "x"}}')), /reward\.aesthetic\.head: missing/);
   await assertThrows(() => Promise.resolve(parseRewardArg(`${modPath}#make`, 'nope')), /--args: not valid JSON/);
-  const { server, device } = await startRewardServerCommand({ reward: `${modPath}#make`, args: '[0]', thread: 'main', port: 0 }, () => {});
-  try {
-    const h = await (await fetch(`${server.url}/health`)).json();
-    assert.equal(h, { status: 'ok', protocol: 1, reward: 'make' });
-  } finally {
-    await server.close();
-    // The command made a device of its own and made it the default: later test files use the
-    // shared test device.
-    setDefaultDevice(dev);
-    if (device && device !== dev) device.destroy();
-  }
+  const { server, device } = await startRewardServerCommand({ reward: `${modPath}#make`, args: '[0]', thread: 'main', port: 0 }, () => {}, dev);
+  assert.is(device, null, 'the given device is used, none created');
+  const h = await (await fetch(`${server.url}/health`)).json();
+  assert.equal(h, { status: 'ok', protocol: 1, reward: `${modPath}#make` });
+  await server.close();
 });
 
 s.after(() => { rmSync(scratch, { recursive: true, force: true }); });
