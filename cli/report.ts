@@ -105,6 +105,8 @@ export interface MetricsRow {
   gpu_live_bytes: number | null;
   gpu_peak_bytes: number | null;
   grid_reward_mean: number | null;
+  /** Standard deviation of the fixed-seed eval rewards over the eval samples (the unit the report measures a gain in). */
+  grid_reward_std?: number | null;
   /** A combined reward: each part's mean (before weighting). */
   reward_parts?: Record<string, number | null>;
   /** The reward's counters (e.g. service requests, retries, failed samples). */
@@ -136,6 +138,7 @@ export function metricsRow(rec: EpochInput, now = new Date()): MetricsRow {
     samples_per_s: fin(rec.samplesPerSecond),
     gpu_live_bytes: fin(rec.memory?.liveBytes), gpu_peak_bytes: fin(rec.memory?.peakTotalBytes),
     grid_reward_mean: grid.length ? fin(rewardStats(grid).mean) : null,
+    grid_reward_std: grid.length ? fin(rewardStats(grid).std) : null,
     ...(rec.rewardParts ? { reward_parts: Object.fromEntries(Object.entries(rec.rewardParts).map(([k, v]) => [k, fin(v)])) } : {}),
     ...(rec.rewardCounters ? { reward_counters: { ...rec.rewardCounters } } : {}),
     time: now.toISOString(),
@@ -394,6 +397,10 @@ export class RunReport {
       if (evals.length) {
         const [e0, e1] = [evals[0], evals[evals.length - 1]];
         facts.push(['eval reward (fixed seeds)', `${fmt(e1.grid_reward_mean)} at epoch ${e1.epoch} (epoch ${e0.epoch}: ${fmt(e0.grid_reward_mean)}); each epoch's eval samples the model before that epoch's update`]);
+        const sd0 = e0.grid_reward_std;
+        if (evals.length > 1 && sd0 && sd0 > 0) {
+          facts.push(['eval reward change', `${fmt((e1.grid_reward_mean! - e0.grid_reward_mean!) / sd0, 3)} standard deviations of epoch ${e0.epoch}'s eval rewards (σ ${fmt(sd0)} over its ${'samples'})`]);
+        }
       }
       facts.push(['time (all epochs)', `${fmt(total, 3)} s: sampling ${fmt(sum('time_sampling_s'), 3)} s, waiting for rewards ${fmt(sum('time_reward_s'), 3)} s (scoring itself took ${fmt(sum('time_reward_compute_s'), 3)} s over all batches, mostly while sampling went on), training ${fmt(sum('time_training_s'), 3)} s`]);
       facts.push(['samples/s (last finished epoch)', fmt(ok[ok.length - 1]?.samples_per_s, 3)]);

@@ -539,9 +539,10 @@ export class Pretrainer {
   }
 
   /**
-   * Writes the EMA pipeline as a diffusers folder (to a temporary sibling, then renamed into
-   * place). dtype 'f16' stores the UNet, text encoder and VAE weights in half precision (the
-   * device needs shader-f16).
+   * Writes the EMA pipeline as a diffusers folder. Each component (model_index.json, unet/, vae/,
+   * text_encoder/, tokenizer/, scheduler/) is written under a temporary name and renamed into
+   * place, so other files in the folder (a model card, a judge/) are kept. dtype 'f16' stores the
+   * UNet, text encoder and VAE weights in half precision (the device needs shader-f16).
    */
   async exportModel(folder: string, dtype: 'f32' | 'f16' = 'f32'): Promise<string> {
     if (this.stage !== 2 || !this.emaUnet) throw new Error('exportModel: the run has not reached stage 2 (no UNet yet)');
@@ -555,11 +556,15 @@ export class Pretrainer {
       rmSync(tmp, { recursive: true, force: true });
       renameSync(tmp2, tmp);
     }
-    const old = `${folder}.old-${process.pid}`;
-    const had = existsSync(folder);
-    if (had) renameSync(folder, old);
-    renameSync(tmp, folder);
-    if (had) rmSync(old, { recursive: true, force: true });
+    mkdirSync(folder, { recursive: true });
+    for (const part of ['unet', 'vae', 'text_encoder', 'tokenizer', 'scheduler', 'model_index.json']) {
+      const dst = join(folder, part), old = `${dst}.old-${process.pid}`;
+      const had = existsSync(dst);
+      if (had) renameSync(dst, old);
+      renameSync(join(tmp, part), dst);
+      if (had) rmSync(old, { recursive: true, force: true });
+    }
+    rmSync(tmp, { recursive: true, force: true });
     return folder;
   }
 

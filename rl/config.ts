@@ -1,10 +1,10 @@
 // The DDPO run configuration, the only one: one declarative table (SCHEMA) gives every option its
 // type, its default and its documentation, and drives validation of config files, coercion of
 // command-line overrides (`--set train.lr=1e-4`), error messages that list the valid keys, and the
-// markdown table in docs/config.md (configDocs). Every rule that spans several options is in
-// finish(), and the trainer takes the ResolvedConfig this module returns (there is no second,
-// flat trainer config). A hand-written table rather than a schema library: the three jobs need to
-// read the same facts (type, bounds, default, doc) back out of it, which is a plain object walk here.
+// markdown table in docs/config.md (configDocs). The walking of the table is rl/schema.ts's (shared
+// with `ddpo pretrain`'s config); this file adds the reward and prompts value types. Every rule
+// that spans several options is in finish(), and the trainer takes the ResolvedConfig this module
+// returns (there is no second, flat trainer config).
 //
 // Defaults are the DDPO issue's (mostly the paper's reference code, ddpo-pytorch), with larger
 // batches. Keys are snake_case like the reference code's config, so its users recognise them.
@@ -13,6 +13,7 @@ import { builtinReward, BUILTIN_REWARDS } from '../rewards/load.js';
 import { AestheticOptions, ClipScoreOptions, HOSTED_REWARD_NAMES, JudgeRewardOptions, ServiceOptions, checkHostedReward, hostedRewardName, hostedRewardSpec } from '../rewards/hosted-options.js';
 import type { RewardSpec } from '../rewards/types.js';
 import { BUILTIN_PROMPTS, PromptFn, promptsFromFile } from './prompts.js';
+import { ConfigSchema, CustomType, Spec, bool, field as f, int, num, section as sec, show } from './schema.js';
 
 export type Algorithm = 'ddpo-is' | 'ddpo-sf' | 'rwr' | 'rwr-sparse';
 export const ALGORITHMS: readonly Algorithm[] = ['ddpo-is', 'ddpo-sf', 'rwr', 'rwr-sparse'];
@@ -141,40 +142,7 @@ export function optimizerStepsPerEpoch(c: ResolvedConfig): number {
 // ---------------------------------------------------------------------------------------------
 // The schema table.
 
-type FieldType = 'number' | 'integer' | 'boolean' | 'string' | 'enum' | 'string[]' | 'reward' | 'prompts';
-
-export interface Field<V = unknown> {
-  type: FieldType;
-  default: V;
-  doc: string;
-  /** How the default reads in the docs when it is not the literal value (e.g. "3e-4 with LoRA, else 1e-5"). */
-  defaultDoc?: string;
-  values?: readonly string[];
-  min?: number;
-  max?: number;
-  /** Strict lower bound (value must be > gt). */
-  gt?: number;
-  nullable?: boolean;
-  /** A string that may be empty. */
-  allowEmpty?: boolean;
-}
-
-export interface Section<T = unknown> {
-  section: true;
-  doc: string;
-  fields: Spec<T>;
-}
-
-type LeafValue = string | number | boolean | null | readonly unknown[] | RewardConfig | PromptsConfig;
-type Spec<T> = { [K in keyof T]-?: T[K] extends LeafValue ? Field<T[K]> : Section<T[K]> };
-
-const f = <V>(type: FieldType, def: V, doc: string, extra: Partial<Field<V>> = {}): Field<V> => ({ type, default: def, doc, ...extra });
-const num = <V extends number | null>(def: V, doc: string, extra: Partial<Field<V>> = {}) => f<V>('number', def, doc, extra);
-const int = <V extends number | null>(def: V, doc: string, extra: Partial<Field<V>> = {}) => f<V>('integer', def, doc, extra);
-const bool = (def: boolean, doc: string) => f<boolean>('boolean', def, doc);
-const sec = <T>(doc: string, fields: Spec<T>): Section<T> => ({ section: true, doc, fields });
-
-export const SCHEMA: Spec<RunConfig> = {
+export const SCHEMA: Spec<RunConfig, RewardConfig | PromptsConfig> = {
   algorithm: f<Algorithm>('enum', 'ddpo-is', "Policy-gradient estimator: 'ddpo-is' (clipped importance sampling, PPO-style), 'ddpo-sf' (score function, REINFORCE; one optimizer step per sampling round), 'rwr' (reward-weighted regression: diffusion loss weighted by N·softmax(r̃/T)), 'rwr-sparse' (diffusion loss on samples at or above the reward quantile).", { values: ALGORITHMS }),
   model: f<string>('string', 'tiny', "A diffusers-layout Stable Diffusion folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/), or 'tiny' for the built-in small randomly initialised model of the SD architecture (for tests and demos)."),
   dtype: f<'f32' | 'f16'>('enum', 'f32', "Storage type of the frozen base weights (UNet, text encoder). 'f16' halves their memory; LoRA weights, gradients, optimizer state, log-probs and advantages are always f32.", { values: ['f32', 'f16'] }),
@@ -241,51 +209,7 @@ export const SCHEMA: Spec<RunConfig> = {
 };
 
 // ---------------------------------------------------------------------------------------------
-// Walking the schema.
-
-const isSection = (n: Field | Section): n is Section => (n as Section).section === true;
-type AnySpec = Record<string, Field | Section>;
-
-/** Every leaf key in dotted form, in table order: ['algorithm', ..., 'train.lr', ...]. */
-export function configKeys(spec: AnySpec = SCHEMA as unknown as AnySpec, prefix = ''): string[] {
-  return Object.entries(spec).flatMap(([k, n]) => (isSection(n) ? configKeys(n.fields as AnySpec, `${prefix}${k}.`) : [`${prefix}${k}`]));
-}
-
-/** The schema node at a dotted key, or undefined. */
-function nodeAt(key: string): Field | Section | undefined {
-  let spec: AnySpec = SCHEMA as unknown as AnySpec;
-  let node: Field | Section | undefined;
-  for (const part of key.split('.')) {
-    if (!spec || !Object.prototype.hasOwnProperty.call(spec, part)) return undefined;
-    node = spec[part];
-    spec = isSection(node) ? (node.fields as AnySpec) : (undefined as unknown as AnySpec);
-  }
-  return node;
-}
-
-/** Every default, as a fresh object (train.lr and train.gradient_accumulation_steps stay null: resolveConfig fills them). */
-export function defaultConfig(): RunConfig {
-  const build = (spec: AnySpec): Record<string, unknown> =>
-    Object.fromEntries(Object.entries(spec).map(([k, n]) => [k, isSection(n) ? build(n.fields as AnySpec) : structuredClone(n.default)]));
-  return build(SCHEMA as unknown as AnySpec) as unknown as RunConfig;
-}
-
-function typeName(field: Field): string {
-  const base = field.type === 'enum' ? field.values!.map((v) => `'${v}'`).join(' | ')
-    : field.type === 'string[]' ? 'string[]'
-    : field.type === 'reward' ? `reward (${Object.keys(BUILTIN_REWARDS).map((v) => `'${v}'`).join(' | ')} | {${HOSTED_REWARD_NAMES.join(' | ')}: {...}} | {module, export, args?, thread?} | {combine: [{reward, weight}]})`
-    : field.type === 'prompts' ? `prompts (${Object.keys(BUILTIN_PROMPTS).map((v) => `'${v}'`).join(' | ')} | {file, from?, to?})`
-    : field.type;
-  return field.nullable ? `${base} or null` : base;
-}
-
-function show(v: unknown): string {
-  const s = JSON.stringify(v);
-  return s === undefined ? String(v) : s.length > 80 ? `${s.slice(0, 77)}...` : s;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Validation.
+// The value types the generic schema does not know: rewards and prompt sets.
 
 function checkReward(v: unknown, key: string, problems: string[]): void {
   if (typeof v === 'string') {
@@ -336,80 +260,38 @@ function checkPrompts(v: unknown, key: string, problems: string[]): void {
   if (Number.isInteger(o.from) && Number.isInteger(o.to) && (o.from as number) >= (o.to as number)) problems.push(`${key}: from (${o.from}) must be below to (${o.to})`);
 }
 
-function checkField(field: Field, v: unknown, key: string, problems: string[]): void {
-  const expected = () => `${key}: expected ${typeName(field)}, got ${show(v)}`;
-  if (v === null) { if (!field.nullable) problems.push(expected()); return; }
-  switch (field.type) {
-    case 'number':
-    case 'integer': {
-      if (typeof v !== 'number' || !Number.isFinite(v) || (field.type === 'integer' && !Number.isInteger(v))) { problems.push(expected()); return; }
-      if (field.min !== undefined && v < field.min) problems.push(`${key}: ${v} is below the minimum ${field.min}`);
-      if (field.gt !== undefined && !(v > field.gt)) problems.push(`${key}: ${v} must be greater than ${field.gt}`);
-      if (field.max !== undefined && v > field.max) problems.push(`${key}: ${v} is above the maximum ${field.max}`);
-      return;
-    }
-    case 'boolean': if (typeof v !== 'boolean') problems.push(expected()); return;
-    case 'string': if (typeof v !== 'string' || (!v && !field.allowEmpty)) problems.push(`${key}: expected a ${field.allowEmpty ? '' : 'non-empty '}string, got ${show(v)}`); return;
-    case 'enum': if (typeof v !== 'string' || !field.values!.includes(v)) problems.push(expected()); return;
-    case 'string[]':
-      if (!Array.isArray(v) || !v.length || v.some((s) => typeof s !== 'string' || !s)) problems.push(`${key}: expected a non-empty list of non-empty strings${field.nullable ? ' or null' : ''}, got ${show(v)}`);
-      return;
-    case 'reward': checkReward(v, key, problems); return;
-    case 'prompts': checkPrompts(v, key, problems); return;
-  }
+const REWARD: CustomType = {
+  typeName: `reward (${Object.keys(BUILTIN_REWARDS).map((v) => `'${v}'`).join(' | ')} | {${HOSTED_REWARD_NAMES.join(' | ')}: {...}} | {module, export, args?, thread?} | {combine: [{reward, weight}]})`,
+  check: checkReward,
+  coerce: (s, _key, json) => (s.startsWith('{') ? json(s) : s),
+};
+
+const PROMPTS: CustomType = {
+  typeName: `prompts (${Object.keys(BUILTIN_PROMPTS).map((v) => `'${v}'`).join(' | ')} | {file, from?, to?})`,
+  check: checkPrompts,
+  coerce: (s, _key, json) => {
+    if (s.startsWith('{')) return json(s);
+    if (s in BUILTIN_PROMPTS) return s;
+    const m = /^(.+):(\d*)-(\d*)$/.exec(s);
+    if (m) return { file: m[1], ...(m[2] ? { from: Number(m[2]) } : {}), ...(m[3] ? { to: Number(m[3]) } : {}) };
+    return { file: s };
+  },
+};
+
+export const RUN_CONFIG = new ConfigSchema<RunConfig, RewardConfig | PromptsConfig>(SCHEMA, 'docs/config.md (or `ddpo config --docs`)', { reward: REWARD, prompts: PROMPTS });
+
+/** Every leaf key in dotted form, in table order: ['algorithm', ..., 'train.lr', ...]. */
+export function configKeys(): string[] {
+  return RUN_CONFIG.keys();
 }
 
-/** Levenshtein distance, for "did you mean" hints. */
-function editDistance(a: string, b: string): number {
-  const d = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    let prev = d[0];
-    d[0] = i;
-    for (let j = 1; j <= b.length; j++) {
-      const cur = d[j];
-      d[j] = Math.min(d[j] + 1, d[j - 1] + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
-      prev = cur;
-    }
-  }
-  return d[b.length];
-}
-
-function suggest(key: string): string {
-  const all = configKeys();
-  const leaf = key.split('.').pop()!;
-  const same = all.filter((k) => k.split('.').pop() === leaf && k !== key);
-  if (same.length) return ` (did you mean ${same.join(' or ')}?)`;
-  // Sections are candidates too ("sampel" → sample).
-  const sections = [...new Set(all.flatMap((k) => k.split('.').slice(0, -1).map((_, i, a) => a.slice(0, i + 1).join('.'))))];
-  const best = [...all, ...sections].map((k) => [k, editDistance(k, key)] as const).sort((x, y) => x[1] - y[1])[0];
-  return best && best[1] <= Math.max(2, Math.floor(key.length / 4)) ? ` (did you mean ${best[0]}?)` : '';
-}
-
-function unknownKey(key: string, validInSection: string[]): string {
-  return `unknown config key "${key}"${suggest(key)}; valid keys${key.includes('.') ? ` in ${key.slice(0, key.lastIndexOf('.'))}` : ''}: ${validInSection.join(', ')}`;
-}
-
-/** Checks a (partial) config object against the schema, collecting every problem. */
-function checkObject(spec: AnySpec, v: unknown, prefix: string, problems: string[], partial: boolean): void {
-  if (!v || typeof v !== 'object' || Array.isArray(v)) { problems.push(`${prefix ? prefix.slice(0, -1) : 'config'}: expected an object, got ${show(v)}`); return; }
-  const o = v as Record<string, unknown>;
-  for (const [k, val] of Object.entries(o)) {
-    const key = prefix + k;
-    if (!Object.prototype.hasOwnProperty.call(spec, k)) {
-      // At the top level list every key (a misplaced `lr` may belong to a section); in a section, its own.
-      problems.push(unknownKey(key, prefix ? configKeys(spec, prefix) : configKeys()));
-      continue;
-    }
-    const n = spec[k];
-    if (isSection(n)) checkObject(n.fields as AnySpec, val, `${key}.`, problems, partial);
-    else if (val === undefined) problems.push(`${key}: missing`);
-    else checkField(n, val, key, problems);
-  }
-  if (!partial) for (const k of Object.keys(spec)) if (!(k in o)) problems.push(`${prefix}${k}: missing`);
+/** Every default, as a fresh object (train.lr and train.gradient_accumulation_steps stay null: resolveConfig fills them). */
+export function defaultConfig(): RunConfig {
+  return RUN_CONFIG.defaults();
 }
 
 function fail(problems: string[], what: string): never {
-  throw new Error(`${what}:\n  - ${problems.join('\n  - ')}\nSee docs/config.md (or \`ddpo config --docs\`) for every option and its default.`);
+  return RUN_CONFIG.fail(problems, what);
 }
 
 /**
@@ -417,22 +299,7 @@ function fail(problems: string[], what: string): never {
  * nesting) and wrong types (naming the key and the expected type). Throws one Error listing every problem.
  */
 export function validatePartialConfig(json: unknown, what = 'invalid config'): void {
-  const problems: string[] = [];
-  checkObject(SCHEMA as unknown as AnySpec, json, '', problems, true);
-  if (problems.length) fail(problems, what);
-}
-
-// ---------------------------------------------------------------------------------------------
-// Command-line overrides.
-
-const bools: Record<string, boolean> = { true: true, false: false, yes: true, no: false, on: true, off: false, '1': true, '0': false };
-
-function parseJson(text: string, key: string): unknown {
-  try {
-    return JSON.parse(text);
-  } catch (e) {
-    throw new Error(`--set ${key}=${text}: not valid JSON (${(e as Error).message})`);
-  }
+  RUN_CONFIG.validatePartial(json, what);
 }
 
 /**
@@ -442,43 +309,7 @@ function parseJson(text: string, key: string): unknown {
  * object that is merged into it. Non-string values are returned as they are (checked later).
  */
 export function coerceOverride(key: string, value: unknown): unknown {
-  const node = nodeAt(key);
-  if (!node) {
-    const parent = key.includes('.') ? nodeAt(key.slice(0, key.lastIndexOf('.'))) : undefined;
-    const valid = parent && isSection(parent) ? configKeys(parent.fields as AnySpec, key.slice(0, key.lastIndexOf('.') + 1)) : configKeys();
-    throw new Error(`${unknownKey(key, valid)}\nSee docs/config.md (or \`ddpo config --docs\`) for every option and its default.`);
-  }
-  if (typeof value !== 'string') return value;
-  const s = value.trim();
-  if (isSection(node)) return parseJson(s, key);
-  if (s === 'null' && node.nullable) return null;
-  switch (node.type) {
-    case 'number':
-    case 'integer': {
-      const n = s === '' ? NaN : Number(s);
-      if (!Number.isFinite(n)) throw new Error(`--set ${key}=${value}: expected ${node.type === 'integer' ? 'an integer' : 'a number'}${node.nullable ? ' or null' : ''}`);
-      return n;
-    }
-    case 'boolean': {
-      const b = bools[s.toLowerCase()];
-      if (b === undefined) throw new Error(`--set ${key}=${value}: expected a boolean (true or false)`);
-      return b;
-    }
-    case 'string':
-    case 'enum':
-      return node.allowEmpty ? value : s;
-    case 'string[]':
-      return s.startsWith('[') ? parseJson(s, key) : s.split(',').map((x) => x.trim()).filter(Boolean);
-    case 'reward':
-      return s.startsWith('{') ? parseJson(s, key) : s;
-    case 'prompts': {
-      if (s.startsWith('{')) return parseJson(s, key);
-      if (s in BUILTIN_PROMPTS) return s;
-      const m = /^(.+):(\d*)-(\d*)$/.exec(s);
-      if (m) return { file: m[1], ...(m[2] ? { from: Number(m[2]) } : {}), ...(m[3] ? { to: Number(m[3]) } : {}) };
-      return { file: s };
-    }
-  }
+  return RUN_CONFIG.coerce(key, value);
 }
 
 /** Parses `--set` arguments ("train.lr=1e-4") into [key, raw value] pairs. */
@@ -488,34 +319,6 @@ export function parseSetArgs(args: readonly string[]): [string, string][] {
     if (i <= 0) throw new Error(`--set ${a}: expected KEY=VALUE, e.g. --set train.lr=1e-4`);
     return [a.slice(0, i).trim(), a.slice(i + 1)];
   });
-}
-
-function setPath(obj: Record<string, unknown>, key: string, value: unknown): void {
-  const parts = key.split('.');
-  let o = obj;
-  for (const p of parts.slice(0, -1)) {
-    if (!o[p] || typeof o[p] !== 'object') o[p] = {};
-    o = o[p] as Record<string, unknown>;
-  }
-  const last = parts[parts.length - 1];
-  const node = nodeAt(key);
-  // A JSON object given for a section merges into it, so `--set train={"lr":1e-4}` keeps the rest.
-  if (node && isSection(node) && value && typeof value === 'object' && !Array.isArray(value) && o[last] && typeof o[last] === 'object') {
-    o[last] = { ...(o[last] as object), ...(value as object) };
-  } else {
-    o[last] = value;
-  }
-}
-
-function mergeDeep(base: Record<string, unknown>, over: Record<string, unknown>, spec: AnySpec): Record<string, unknown> {
-  const out = { ...base };
-  for (const [k, v] of Object.entries(over)) {
-    const n = spec[k];
-    out[k] = n && isSection(n) && v && typeof v === 'object' && !Array.isArray(v)
-      ? mergeDeep((base[k] ?? {}) as Record<string, unknown>, v as Record<string, unknown>, n.fields as AnySpec)
-      : v;
-  }
-  return out;
 }
 
 /** Fills the defaults that depend on other options and checks rules that span several options. */
@@ -556,7 +359,8 @@ function finish(c: RunConfig): ResolvedConfig {
   return { ...c, train: { ...t, lr, gradient_accumulation_steps: accum } };
 }
 
-export type Overrides = Record<string, unknown> | readonly (readonly [string, unknown])[];
+export type { Overrides } from './schema.js';
+import type { Overrides } from './schema.js';
 
 /**
  * The run's configuration: defaults, then the config file's values (`fileJson`, e.g. the parsed
@@ -566,17 +370,7 @@ export type Overrides = Record<string, unknown> | readonly (readonly [string, un
  * the wrong type (with the key and the expected type) and every inconsistency (with what to change).
  */
 export function resolveConfig(fileJson?: unknown, overrides: Overrides = {}): ResolvedConfig {
-  if (fileJson !== undefined) validatePartialConfig(fileJson, 'invalid config file');
-  const over: Record<string, unknown> = {};
-  const pairs = Array.isArray(overrides) ? overrides : Object.entries(overrides);
-  for (const [k, v] of pairs) if (v !== undefined) setPath(over, k, coerceOverride(k, v));
-  validatePartialConfig(over, 'invalid command-line override');
-  const spec = SCHEMA as unknown as AnySpec;
-  const merged = mergeDeep(mergeDeep(defaultConfig() as unknown as Record<string, unknown>, (fileJson ?? {}) as Record<string, unknown>, spec), over, spec);
-  const problems: string[] = [];
-  checkObject(spec, merged, '', problems, false);
-  if (problems.length) fail(problems, 'invalid config');
-  return finish(merged as unknown as RunConfig);
+  return finish(RUN_CONFIG.resolve(fileJson, overrides));
 }
 
 /**
@@ -634,52 +428,24 @@ export function describeReward(r: RewardConfig): string {
 // ---------------------------------------------------------------------------------------------
 // Documentation.
 
-function docDefault(field: Field): string {
-  if (field.defaultDoc) return field.defaultDoc;
-  const v = field.default;
-  if (typeof v === 'number') return String(v).includes('e') ? String(v) : Number.isInteger(v) && field.type === 'number' ? v.toFixed(1) : String(v);
-  return JSON.stringify(v);
-}
-
-const cell = (s: string) => s.replace(/\|/g, '\\|').replace(/\n/g, ' ');
-
 /** Every option, its type, default and meaning, as markdown tables (one per section): docs/config.md. */
 export function configDocs(): string {
-  const out: string[] = [];
-  out.push('# `ddpo train` configuration');
-  out.push('');
-  out.push('<!-- Generated from rl/config.ts (SCHEMA) by `ddpo config --docs > docs/config.md`; test/config.test.ts checks it is up to date. -->');
-  out.push('');
-  out.push('A run is configured by a JSON file (`ddpo train --config run.json`) holding any of the keys below; every key');
-  out.push('has a default, so `{}` is a valid config. Any key can be overridden on the command line with');
-  out.push('`--set KEY=VALUE` using its dotted name (`--set train.lr=1e-4 --set sample.steps=20`); common ones also');
-  out.push('have their own flags (`--epochs`, `--out`, `--model`, `--algorithm`, `--prompts`, `--reward`, `--seed`).');
-  out.push('Command-line values are converted to the key\'s type; JSON is accepted for lists, rewards, prompts and');
-  out.push('whole sections (`--set train=\'{"lr":1e-4}\'` merges into `train`). Unknown keys and wrong types are errors');
-  out.push('that name the key, the expected type and the valid keys. The resolved config is written to the run folder');
-  out.push('as `config.json`.');
-  out.push('');
-  out.push('Example:');
-  out.push('');
-  out.push('```json');
-  out.push(JSON.stringify({ algorithm: 'ddpo-is', model: 'tiny', epochs: 20, prompts: 'simple_animals', reward: 'jpeg_compressibility', sample: { steps: 20 }, train: { lr: 3e-4 } }, null, 2));
-  out.push('```');
-  const table = (spec: AnySpec, prefix: string, doc: string | null) => {
-    out.push('');
-    out.push(prefix ? `## \`${prefix.slice(0, -1)}\`` : '## Top level');
-    out.push('');
-    if (doc) { out.push(doc); out.push(''); }
-    out.push('| key | type | default | meaning |');
-    out.push('| --- | --- | --- | --- |');
-    const sections: [string, Section][] = [];
-    for (const [k, n] of Object.entries(spec)) {
-      if (isSection(n)) { sections.push([k, n]); continue; }
-      const def = n.defaultDoc ? cell(n.defaultDoc) : `\`${cell(docDefault(n))}\``;
-      out.push(`| \`${prefix}${k}\` | ${cell(typeName(n))} | ${def} | ${cell(n.doc)} |`);
-    }
-    for (const [k, n] of sections) table(n.fields as AnySpec, `${prefix}${k}.`, n.doc);
-  };
-  table(SCHEMA as unknown as AnySpec, '', null);
-  out.push('');
-  return out.join('\n');
+  return RUN_CONFIG.docs('`ddpo train` configuration', [
+    '<!-- Generated from rl/config.ts (SCHEMA) by `ddpo config --docs > docs/config.md`; test/config.test.ts checks it is up to date. -->',
+    '',
+    'A run is configured by a JSON file (`ddpo train --config run.json`) holding any of the keys below; every key',
+    'has a default, so `{}` is a valid config. Any key can be overridden on the command line with',
+    '`--set KEY=VALUE` using its dotted name (`--set train.lr=1e-4 --set sample.steps=20`); common ones also',
+    'have their own flags (`--epochs`, `--out`, `--model`, `--algorithm`, `--prompts`, `--reward`, `--seed`).',
+    'Command-line values are converted to the key\'s type; JSON is accepted for lists, rewards, prompts and',
+    'whole sections (`--set train=\'{"lr":1e-4}\'` merges into `train`). Unknown keys and wrong types are errors',
+    'that name the key, the expected type and the valid keys. The resolved config is written to the run folder',
+    'as `config.json`.',
+    '',
+    'Example:',
+    '',
+    '```json',
+    JSON.stringify({ algorithm: 'ddpo-is', model: 'tiny', epochs: 20, prompts: 'simple_animals', reward: 'jpeg_compressibility', sample: { steps: 20 }, train: { lr: 3e-4 } }, null, 2),
+    '```',
+  ]);
 }

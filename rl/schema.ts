@@ -1,10 +1,22 @@
 // A declarative config table (every option's type, default and meaning) and what is derived from
 // it: defaults, validation of a JSON config that lists every problem (unknown keys with "did you
 // mean", wrong types, bounds), `--set key=value` coercion by the key's type, deep merging, and
-// markdown docs. The pretraining config (pretrain/config.ts) is built on it; rl/config.ts has the
-// same machinery written against its own table (to be switched over to this one).
+// markdown docs. Both configs are tables of it: `ddpo train`'s (rl/config.ts, which adds the
+// reward and prompts value types as CustomTypes) and `ddpo pretrain`'s (pretrain/config.ts).
 
-export type FieldType = 'number' | 'integer' | 'boolean' | 'string' | 'enum' | 'string[]' | 'integer[]' | 'boolean[]';
+export type BuiltinType = 'number' | 'integer' | 'boolean' | 'string' | 'enum' | 'string[]' | 'integer[]' | 'boolean[]';
+/** A built-in type, or the name of one of the schema's CustomTypes. */
+export type FieldType = BuiltinType | (string & {});
+
+/** A value type a table adds (e.g. a reward: a name or a JSON object), with its own checks. */
+export interface CustomType {
+  /** How the type reads in errors and docs. */
+  typeName: string;
+  /** Pushes one message per problem of a non-null value. */
+  check(v: unknown, key: string, problems: string[]): void;
+  /** A command-line string as the value (parseJson reports bad JSON naming the key). */
+  coerce(s: string, key: string, parseJson: (text: string) => unknown): unknown;
+}
 
 export interface Field<V = unknown> {
   type: FieldType;
@@ -25,11 +37,12 @@ export interface Field<V = unknown> {
 export interface Section<T = unknown> {
   section: true;
   doc: string;
-  fields: Spec<T>;
+  fields: Spec<T, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 }
 
 type Leaf = string | number | boolean | null | readonly unknown[];
-export type Spec<T> = { [K in keyof T]-?: T[K] extends Leaf ? Field<T[K]> : Section<T[K]> };
+/** The table for T: a Field per leaf, a Section per nested object; X names object types that are leaves (custom values). */
+export type Spec<T, X = never> = { [K in keyof T]-?: T[K] extends Leaf | X ? Field<T[K]> : Section<T[K]> };
 type AnySpec = Record<string, Field | Section>;
 
 export const field = <V>(type: FieldType, def: V, doc: string, extra: Partial<Field<V>> = {}): Field<V> => ({ type, default: def, doc, ...extra });
@@ -37,11 +50,12 @@ export const num = <V extends number | null>(def: V, doc: string, extra: Partial
 export const int = <V extends number | null>(def: V, doc: string, extra: Partial<Field<V>> = {}) => field<V>('integer', def, doc, extra);
 export const bool = (def: boolean, doc: string) => field<boolean>('boolean', def, doc);
 export const str = <V extends string | null>(def: V, doc: string, extra: Partial<Field<V>> = {}) => field<V>('string', def, doc, extra);
-export const section = <T>(doc: string, fields: Spec<T>): Section<T> => ({ section: true, doc, fields });
+export const section = <T, X = never>(doc: string, fields: Spec<T, X>): Section<T> => ({ section: true, doc, fields });
 
 const isSection = (n: Field | Section): n is Section => (n as Section).section === true;
 
-function show(v: unknown): string {
+/** A value as it reads in an error (JSON, cut at 80 characters). */
+export function show(v: unknown): string {
   const s = JSON.stringify(v);
   return s === undefined ? String(v) : s.length > 80 ? `${s.slice(0, 77)}...` : s;
 }
@@ -65,12 +79,17 @@ const BOOLS: Record<string, boolean> = { true: true, false: false, yes: true, no
 
 export type Overrides = Record<string, unknown> | readonly (readonly [string, unknown])[];
 
-export class ConfigSchema<T> {
+export class ConfigSchema<T, X = never> {
   private readonly root: AnySpec;
 
   /** `docsName` is where the docs live, named in every error ("docs/pretrain-config.md"). */
-  constructor(readonly spec: Spec<T>, readonly docsName: string) {
+  constructor(readonly spec: Spec<T, X>, readonly docsName: string, private readonly custom: Record<string, CustomType> = {}) {
     this.root = spec as unknown as AnySpec;
+  }
+
+  /** The table's node at a dotted key (a Field, a Section), or undefined. */
+  node(key: string): Field | Section | undefined {
+    return this.nodeAt(key);
   }
 
   /** Every leaf key in dotted form, in table order. */
@@ -97,7 +116,7 @@ export class ConfigSchema<T> {
   }
 
   typeName(f: Field): string {
-    const base = f.type === 'enum' ? f.values!.map((v) => `'${v}'`).join(' | ') : f.type;
+    const base = f.type === 'enum' ? f.values!.map((v) => `'${v}'`).join(' | ') : this.custom[f.type]?.typeName ?? f.type;
     return f.nullable ? `${base} or null` : base;
   }
 
@@ -142,6 +161,11 @@ export class ConfigSchema<T> {
       case 'boolean[]':
         if (!Array.isArray(v) || !v.length || v.some((x) => typeof x !== 'boolean')) problems.push(`${key}: expected a non-empty list of booleans, got ${show(v)}`);
         return;
+      default: {
+        const c = this.custom[f.type];
+        if (!c) throw new Error(`config schema: "${key}" has type ${f.type}, which is neither built in nor a custom type of this schema`);
+        c.check(v, key, problems);
+      }
     }
   }
 
@@ -216,6 +240,10 @@ export class ConfigSchema<T> {
         const l = list();
         return Array.isArray(l) ? l.map((x) => (typeof x === 'string' ? BOOLS[x.toLowerCase()] ?? x : x)) : l;
       }
+      default: {
+        const c = this.custom[node.type];
+        return c ? c.coerce(s, key, (text) => this.parseJson(text, key)) : s;
+      }
     }
   }
 
@@ -245,7 +273,9 @@ export class ConfigSchema<T> {
       for (const p of parts.slice(0, -1)) { if (!o[p] || typeof o[p] !== 'object') o[p] = {}; o = o[p] as Record<string, unknown>; }
       const val = this.coerce(k, v);
       const last = parts[parts.length - 1];
-      o[last] = val && typeof val === 'object' && !Array.isArray(val) && o[last] && typeof o[last] === 'object' ? { ...(o[last] as object), ...(val as object) } : val;
+      const n = this.nodeAt(k);
+      // A JSON object given for a section merges into it, so `--set train={"lr":1e-4}` keeps the rest.
+      o[last] = n && isSection(n) && val && typeof val === 'object' && !Array.isArray(val) && o[last] && typeof o[last] === 'object' ? { ...(o[last] as object), ...(val as object) } : val;
     }
     this.validatePartial(over, 'invalid command-line override');
     const merged = this.merge(this.merge(this.defaults() as Record<string, unknown>, (fileJson ?? {}) as Record<string, unknown>, this.root), over, this.root);
@@ -261,7 +291,7 @@ export class ConfigSchema<T> {
     const def = (f: Field) => {
       if (f.defaultDoc) return cell(f.defaultDoc);
       const v = f.default;
-      const s = typeof v === 'number' && f.type === 'number' && Number.isInteger(v) && !String(v).includes('e') ? v.toFixed(1) : JSON.stringify(v);
+      const s = typeof v === 'number' && f.type === 'number' && Number.isInteger(v) && !String(v).includes('e') ? v.toFixed(1) : typeof v === 'number' ? String(v) : JSON.stringify(v);
       return `\`${cell(s)}\``;
     };
     const out: string[] = [`# ${title}`, '', ...intro];
