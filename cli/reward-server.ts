@@ -58,20 +58,25 @@ function needsDevice(spec: RewardSpec): boolean {
   return 'combine' in spec ? spec.combine.some((p) => needsDevice(p.spec)) : isMainThreadSpec(spec);
 }
 
-/** Starts the server (creating a WebGPU device only when a part of the reward runs on it). */
-export async function startRewardServerCommand(o: RewardServerCliOptions, log: (m: string) => void = (m) => console.error(m)): Promise<{ server: RewardServer; device: Device | null }> {
+/**
+ * Starts the server, creating a WebGPU device only when a part of the reward runs on it (or using
+ * `given`, which the caller keeps). The returned device is the one created here (null otherwise).
+ */
+export async function startRewardServerCommand(o: RewardServerCliOptions, log: (m: string) => void = (m) => console.error(m), given?: Device): Promise<{ server: RewardServer; device: Device | null }> {
   if (!Number.isInteger(o.port) || o.port < 0 || o.port > 65535) throw new Error(`--port ${o.port}: expected a port number 0..65535 (0: any free port)`);
   const spec = parseRewardArg(o.reward, o.args, o.thread);
   let device: Device | null = null;
-  if (needsDevice(spec)) {
+  if (needsDevice(spec) && !given) {
     device = await createNodeDevice({ adapter: o.adapter });
+    // Also the default device, for user rewards that take it rather than the context's.
     setDefaultDevice(device);
     log(`device: ${device.adapterName}`);
   }
+  const use = given ?? device;
   try {
     const server = await startRewardServer({
-      reward: spec, port: o.port, host: o.host ?? '127.0.0.1', retries: o.retries, log,
-      context: { device: device ?? undefined, log }, pool: o.workers ? { workers: o.workers } : undefined,
+      reward: spec, label: o.reward.length > 120 ? `${o.reward.slice(0, 117)}...` : o.reward, port: o.port, host: o.host ?? '127.0.0.1', retries: o.retries, log,
+      context: { device: use ?? undefined, log }, pool: o.workers ? { workers: o.workers } : undefined,
     });
     return { server, device };
   } catch (e) {

@@ -50,6 +50,13 @@ export interface ServiceOptions {
   health_timeout_s?: number;
 }
 
+export interface JudgeRewardOptions {
+  /** A judge folder written by `ddpo judge` (config.json, model.safetensors). */
+  model: string;
+  /** Images per forward. */
+  batch_size?: number;
+}
+
 export const SERVICE_DEFAULTS: Required<Omit<ServiceOptions, 'url'>> = {
   batch_size: 16, concurrency: 2, timeout_s: 120, retries: 3, backoff_s: 0.5, max_backoff_s: 10, jpeg_quality: 80, health_timeout_s: 10,
 };
@@ -94,6 +101,11 @@ const CHECKS: Record<string, Check> = {
     pos(v, 'scale', key, problems);
     common(v, key, problems);
   },
+  judge: (v, key, problems) => {
+    known(v, ['model', 'batch_size'], key, problems);
+    str(v, 'model', key, problems, true);
+    int(v, 'batch_size', key, problems, 1);
+  },
   service: (v, key, problems) => {
     known(v, ['url', ...Object.keys(SERVICE_DEFAULTS)], key, problems);
     if (typeof v.url !== 'string' || !/^https?:\/\/[^/]+/.test(v.url)) problems.push(`${key}.url: expected an http:// or https:// URL, got ${show(v.url)}`);
@@ -108,6 +120,9 @@ const MODULES: Record<string, [string, string]> = {
   aesthetic: ['./aesthetic.js', 'createAestheticReward'],
   clip_score: ['./clip-score.js', 'createClipScoreReward'],
   service: ['./service/client.js', 'createServiceReward'],
+  // The judge is trained and defined in pretrain/ (a layer above this one); it is imported by URL
+  // when a run asks for it, so nothing here depends on pretrain/ otherwise.
+  judge: ['../pretrain/judge-reward.js', 'createJudgeReward'],
 };
 
 /** Names of the built-in rewards configured as {name: options}. */

@@ -123,9 +123,10 @@ s('reward-server --reward: a name, JSON, PATH#EXPORT (with --args / --thread); t
   await assertThrows(() => Promise.resolve(resolveConfig({ reward: { service: { url: 'http://x', timeout_s: -1 } } })), /reward\.service\.timeout_s: expected a positive number/);
   await assertThrows(() => Promise.resolve(parseRewardArg('{"aesthetic": {"clip": "x"}}')), /reward\.aesthetic\.head: missing/);
   await assertThrows(() => Promise.resolve(parseRewardArg(`${modPath}#make`, 'nope')), /--args: not valid JSON/);
-  const { server } = await startRewardServerCommand({ reward: `${modPath}#make`, args: '[0]', thread: 'main', port: 0 }, () => {});
+  const { server, device } = await startRewardServerCommand({ reward: `${modPath}#make`, args: '[0]', thread: 'main', port: 0 }, () => {}, dev);
+  assert.is(device, null, 'the given device is used, none created');
   const h = await (await fetch(`${server.url}/health`)).json();
-  assert.equal(h, { status: 'ok', protocol: 1, reward: 'make' });
+  assert.equal(h, { status: 'ok', protocol: 1, reward: `${modPath}#make` });
   await server.close();
 });
 
