@@ -8,6 +8,7 @@ import { dirname } from 'node:path';
 import { Bench } from 'tinybench';
 import type { Device } from '../engine/device.js';
 import { DType } from '../engine/dtype.js';
+import { isSoftwareAdapterName } from '../engine/kernel-family.js';
 import { Tensor, tensor } from '../engine/tensor.js';
 import { matmul } from '../engine/ops/matmul.js';
 import { setupTfjs } from './tfjs.js';
@@ -57,7 +58,7 @@ export interface MatmulReport {
 export const DEFAULT_SIZES = [256, 512, 1024, 2048];
 
 export function isSoftwareName(name: string): boolean {
-  return /llvmpipe|lavapipe|swiftshader|software/i.test(name);
+  return isSoftwareAdapterName(name);
 }
 
 /** Deterministic values in [−0.5, 0.5) (an LCG): benchmark inputs need no statistics, only repeatability. */

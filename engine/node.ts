@@ -3,12 +3,14 @@
 
 import { create, globals } from 'webgpu';
 import { Device, DeviceOptions } from './device.js';
+import { isSoftwareAdapterName } from './kernel-family.js';
 
 /**
  * Dawn toggles: allow_unsafe_apis exposes experimental features (subgroup matrices);
  * vulkan_enable_f16_on_nvidia is needed for shader-f16 (and f16 subgroup matrices) on NVIDIA.
  */
-export const DAWN_FLAGS = ['enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia'];
+export const DAWN_TOGGLES = ['allow_unsafe_apis', 'vulkan_enable_f16_on_nvidia'] as const;
+export const DAWN_FLAGS = [`enable-dawn-features=${DAWN_TOGGLES.join(',')}`];
 
 export interface NodeDeviceOptions extends DeviceOptions {
   /**
@@ -25,7 +27,7 @@ const instances = new Map<string, GPU>();
 
 function dawn(extra: string[] = []): GPU {
   // DDPO_DAWN_TOGGLES adds Dawn toggles (comma-separated), e.g. for kernel experiments.
-  const more = process.env.DDPO_DAWN_TOGGLES ? [`enable-dawn-features=${['allow_unsafe_apis', 'vulkan_enable_f16_on_nvidia', process.env.DDPO_DAWN_TOGGLES].join(',')}`] : DAWN_FLAGS;
+  const more = process.env.DDPO_DAWN_TOGGLES ? [`enable-dawn-features=${[...DAWN_TOGGLES, process.env.DDPO_DAWN_TOGGLES].join(',')}`] : DAWN_FLAGS;
   const flags = [...more, ...extra];
   const key = flags.join('|');
   let gpu = instances.get(key);
@@ -43,8 +45,7 @@ export function adapterDescription(adapter: GPUAdapter): string {
 }
 
 export function isSoftwareAdapter(adapter: GPUAdapter): boolean {
-  const d = adapterDescription(adapter).toLowerCase();
-  return d.includes('llvmpipe') || d.includes('lavapipe') || d.includes('swiftshader') || (adapter.info as { isFallbackAdapter?: boolean }).isFallbackAdapter === true;
+  return isSoftwareAdapterName(adapterDescription(adapter)) || (adapter.info as { isFallbackAdapter?: boolean }).isFallbackAdapter === true;
 }
 
 export const NO_ADAPTER_HELP = [

@@ -88,3 +88,23 @@ export function broadcastAxes(from: Shape, to: Shape): number[] {
   }
   return axes;
 }
+
+/**
+ * A strided walk over `shape` by several operands (each with its own strides), in fewer dims:
+ * size-1 dims are dropped and neighbours merged where every operand steps over the next dim
+ * exactly (stride_d = stride_{d+1}·shape_{d+1}). The elements and their order are unchanged; at
+ * least one dim is left.
+ */
+export function mergeStridedDims(shape: Shape, strides: readonly (readonly number[])[]): { shape: number[]; strides: number[][] } {
+  const keep = shape.map((d) => d !== 1);
+  let sh = shape.filter((_, i) => keep[i]);
+  let st = strides.map((s) => s.filter((_, i) => keep[i]));
+  for (let i = sh.length - 2; i >= 0; i--) {
+    if (st.every((s) => s[i] === s[i + 1] * sh[i + 1])) {
+      sh = [...sh.slice(0, i), sh[i] * sh[i + 1], ...sh.slice(i + 2)];
+      st = st.map((s) => [...s.slice(0, i), s[i + 1], ...s.slice(i + 2)]);
+    }
+  }
+  if (!sh.length) { sh = [1]; st = st.map(() => [0]); }
+  return { shape: sh, strides: st };
+}

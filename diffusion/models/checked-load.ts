@@ -102,3 +102,22 @@ export async function streamInto(model: nn.Module, path: string, fileKey: Readon
     }
   }
 }
+
+/**
+ * The whole checked load: the file is planned from its header first (nothing is allocated when it
+ * does not fit), then `build` makes the model with empty weights and the file is streamed into it;
+ * the model is freed if streaming fails.
+ */
+export async function loadCheckedModel<M extends nn.Module & { readonly dtype: 'f32' | 'f16' }>(
+  path: string, expected: ReadonlyMap<string, readonly number[]>, mapKey: KeyMapper, label: string, device: Device, build: () => M,
+): Promise<M> {
+  const fileKey = await planCheckedLoad(path, expected, mapKey, label);
+  const model = build();
+  try {
+    await streamInto(model, path, fileKey, device, model.dtype);
+  } catch (e) {
+    model.dispose();
+    throw e;
+  }
+  return model;
+}

@@ -71,6 +71,23 @@ export function configDtype(raw: Record<string, unknown>, where: string): string
  * Error naming the key for a missing or invalid required value, an unsupported hidden_act, or an
  * unknown key.
  */
+/**
+ * The encoder fields both CLIP towers share and check alike: the activation (quick_gelu or gelu),
+ * the layer-norm epsilon, and heads that divide the width.
+ */
+export function encoderFields(raw: Record<string, unknown>, dims: { hiddenSize: number; numAttentionHeads: number }, where: string): { hiddenAct: ClipHiddenAct; layerNormEps: number } {
+  const act = raw.hidden_act ?? 'quick_gelu';
+  if (act !== 'quick_gelu' && act !== 'gelu') {
+    throw new Error(`${where}: "hidden_act" = ${JSON.stringify(act)} is not supported (quick_gelu or gelu)`);
+  }
+  const eps = raw.layer_norm_eps ?? 1e-5;
+  if (typeof eps !== 'number' || !(eps >= 0) || !Number.isFinite(eps)) throw new Error(`${where}: "layer_norm_eps" = ${JSON.stringify(eps)} must be a finite number ≥ 0`);
+  if (dims.hiddenSize % dims.numAttentionHeads !== 0) {
+    throw new Error(`${where}: "hidden_size" = ${dims.hiddenSize} is not divisible by "num_attention_heads" = ${dims.numAttentionHeads}`);
+  }
+  return { hiddenAct: act, layerNormEps: eps };
+}
+
 export function parseClipTextConfig(json: unknown, where = 'CLIP text config'): ClipTextConfig {
   if (!json || typeof json !== 'object' || Array.isArray(json)) throw new Error(`${where}: not a JSON object`);
   const raw = json as Record<string, unknown>;
@@ -94,17 +111,7 @@ export function parseClipTextConfig(json: unknown, where = 'CLIP text config'): 
     eosTokenId: int('eos_token_id', 0, 49407),
     padTokenId: int('pad_token_id', 0, 1),
   };
-  const act = raw.hidden_act ?? 'quick_gelu';
-  if (act !== 'quick_gelu' && act !== 'gelu') {
-    throw new Error(`${where}: "hidden_act" = ${JSON.stringify(act)} is not supported (quick_gelu or gelu)`);
-  }
-  cfg.hiddenAct = act;
-  const eps = raw.layer_norm_eps ?? 1e-5;
-  if (typeof eps !== 'number' || !(eps >= 0) || !Number.isFinite(eps)) throw new Error(`${where}: "layer_norm_eps" = ${JSON.stringify(eps)} must be a finite number ≥ 0`);
-  cfg.layerNormEps = eps;
-  if (cfg.hiddenSize % cfg.numAttentionHeads !== 0) {
-    throw new Error(`${where}: "hidden_size" = ${cfg.hiddenSize} is not divisible by "num_attention_heads" = ${cfg.numAttentionHeads}`);
-  }
+  Object.assign(cfg, encoderFields(raw, cfg, where));
   const dtype = configDtype(raw, where);
   if (dtype) cfg.dtype = dtype;
   const interpreted = new Set([

@@ -147,3 +147,9 @@ export class ClipEncoder extends nn.Module {
     this.layers = this.registerModule('layers', new nn.ModuleList(Array.from({ length: cfg.numHiddenLayers }, () => new ClipEncoderLayer(cfg, f))));
   }
 }
+
+/** A tower's dtype: f32, or f16 where the device has shader-f16; an Error naming the model otherwise. */
+export function checkDtype(label: string, dtype: FloatDType, device: Device): void {
+  if (dtype !== 'f32' && dtype !== 'f16') throw new Error(`${label}: dtype ${String(dtype)} must be f32 or f16`);
+  if (dtype === 'f16' && !device.hasF16) throw new Error(`${label}: dtype f16 needs shader-f16, which ${device.adapterName} does not offer; use f32`);
+}

@@ -15,7 +15,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Device } from '../../engine/index.js';
 import { saveSafetensors } from '../../engine/safetensors.js';
-import { planCheckedLoad, readConfigJson, streamInto } from './checked-load.js';
+import { loadCheckedModel, readConfigJson } from './checked-load.js';
 import { getDefaultDevice } from '../../engine/tensor.js';
 import { ClipTextConfig, clipTextConfigJson, clipTextParameterShapes, parseClipTextConfig } from './clip-config.js';
 import { ClipTextModel } from './clip-text-model.js';
@@ -52,15 +52,8 @@ export async function loadClipTextModel(folder: string, opts: LoadClipTextOption
   const device = opts.device ?? getDefaultDevice();
   const cfg = await readClipTextConfig(folder);
   const path = join(folder, opts.weightsName ?? 'model.safetensors');
-  const fileKey = await planCheckedLoad(path, new Map(clipTextParameterShapes(cfg)), textKey, 'loadClipTextModel');
-  const model = new ClipTextModel(cfg, { device, dtype: opts.dtype, init: 'empty' });
-  try {
-    await streamInto(model, path, fileKey, device, model.dtype);
-  } catch (e) {
-    model.dispose();
-    throw e;
-  }
-  return model;
+  return loadCheckedModel(path, new Map(clipTextParameterShapes(cfg)), textKey, 'loadClipTextModel', device,
+    () => new ClipTextModel(cfg, { device, dtype: opts.dtype, init: 'empty' }));
 }
 
 /**

@@ -11,7 +11,7 @@ import { Tensor, add, arange, cast, embedding, eq, full, indexSelect, max, min, 
 import type { Device } from '../../engine/index.js';
 import { getDefaultDevice } from '../../engine/tensor.js';
 import { ClipTextConfig } from './clip-config.js';
-import { ClipEncoder, EmbeddingTable, FloatDType, ParamFactory } from './clip-encoder.js';
+import { ClipEncoder, EmbeddingTable, FloatDType, ParamFactory, checkDtype } from './clip-encoder.js';
 
 export interface ClipTextModelOptions {
   device?: Device;
@@ -83,8 +83,7 @@ export class ClipTextModel extends nn.Module {
     super();
     this.device = opts.device ?? getDefaultDevice();
     this.dtype = opts.dtype ?? 'f32';
-    if (this.dtype !== 'f32' && this.dtype !== 'f16') throw new Error(`ClipTextModel: dtype ${String(this.dtype)} must be f32 or f16`);
-    if (this.dtype === 'f16' && !this.device.hasF16) throw new Error(`ClipTextModel: dtype f16 needs shader-f16, which ${this.device.adapterName} does not offer; use f32`);
+    checkDtype('ClipTextModel', this.dtype, this.device);
     if (config.hiddenSize % config.numAttentionHeads !== 0) {
       throw new Error(`ClipTextModel: hidden_size ${config.hiddenSize} is not divisible by num_attention_heads ${config.numAttentionHeads}`);
     }

@@ -9,7 +9,7 @@
 // children in registration order (CLIPModel: logit_scale, text_model, vision_model,
 // visual_projection, text_projection).
 
-import { BENIGN_CONFIG_KEYS, ClipHiddenAct, ClipTextConfig, clipEncoderLayerShapes, clipTextParameterShapes, configDtype, parseClipTextConfig } from './clip-config.js';
+import { BENIGN_CONFIG_KEYS, ClipHiddenAct, ClipTextConfig, clipEncoderLayerShapes, clipTextParameterShapes, configDtype, encoderFields, parseClipTextConfig } from './clip-config.js';
 
 export interface ClipVisionConfig {
   hiddenSize: number;
@@ -110,15 +110,7 @@ export function parseClipVisionConfig(json: unknown, where = 'CLIP vision config
     layerNormEps: 1e-5,
     projectionDim: intOf(raw, 'projection_dim', 1, where, 512),
   };
-  const act = raw.hidden_act ?? 'quick_gelu';
-  if (act !== 'quick_gelu' && act !== 'gelu') throw new Error(`${where}: "hidden_act" = ${JSON.stringify(act)} is not supported (quick_gelu or gelu)`);
-  cfg.hiddenAct = act;
-  const eps = raw.layer_norm_eps ?? 1e-5;
-  if (typeof eps !== 'number' || !(eps >= 0) || !Number.isFinite(eps)) throw new Error(`${where}: "layer_norm_eps" = ${JSON.stringify(eps)} must be a finite number ≥ 0`);
-  cfg.layerNormEps = eps;
-  if (cfg.hiddenSize % cfg.numAttentionHeads !== 0) {
-    throw new Error(`${where}: "hidden_size" = ${cfg.hiddenSize} is not divisible by "num_attention_heads" = ${cfg.numAttentionHeads}`);
-  }
+  Object.assign(cfg, encoderFields(raw, cfg, where));
   if (cfg.imageSize % cfg.patchSize !== 0) {
     // transformers floors the patch count; a ragged border would be silently cropped there.
     throw new Error(`${where}: "image_size" = ${cfg.imageSize} is not a multiple of "patch_size" = ${cfg.patchSize}`);

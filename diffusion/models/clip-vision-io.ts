@@ -12,7 +12,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Device } from '../../engine/index.js';
 import { getDefaultDevice } from '../../engine/tensor.js';
-import { KeyMapper, planCheckedLoad, readConfigJson, streamInto } from './checked-load.js';
+import { KeyMapper, loadCheckedModel, readConfigJson } from './checked-load.js';
 import {
   ClipModelConfig, ClipVisionConfig, clipModelShapes, clipVisionWithProjectionShapes, parseClipModelConfig, parseClipVisionConfig,
 } from './clip-vision-config.js';
@@ -55,15 +55,8 @@ export async function loadClipVisionModel(folder: string, opts: LoadClipOptions 
   const info = await readClipFolderConfig(folder, label);
   const cfg = info.kind === 'clip' ? { ...info.config.vision, projectionDim: info.config.projectionDim } : info.config;
   const path = join(folder, opts.weightsName ?? 'model.safetensors');
-  const fileKey = await planCheckedLoad(path, new Map(clipVisionWithProjectionShapes(cfg)), info.kind === 'clip' ? visionOnly : skipBuffers, label);
-  const model = new ClipVisionModelWithProjection(cfg, { device, dtype: opts.dtype, init: 'empty' });
-  try {
-    await streamInto(model, path, fileKey, device, model.dtype);
-  } catch (e) {
-    model.dispose();
-    throw e;
-  }
-  return model;
+  return loadCheckedModel(path, new Map(clipVisionWithProjectionShapes(cfg)), info.kind === 'clip' ? visionOnly : skipBuffers, label, device,
+    () => new ClipVisionModelWithProjection(cfg, { device, dtype: opts.dtype, init: 'empty' }));
 }
 
 /** The whole dual encoder from a CLIPModel folder. */
@@ -73,15 +66,8 @@ export async function loadClipModel(folder: string, opts: LoadClipOptions = {}):
   const info = await readClipFolderConfig(folder, label);
   if (info.kind !== 'clip') throw new Error(`${label}: ${folder} holds a CLIPVisionModelWithProjection (no text tower); CLIP score needs a CLIPModel folder such as openai/clip-vit-large-patch14`);
   const path = join(folder, opts.weightsName ?? 'model.safetensors');
-  const fileKey = await planCheckedLoad(path, new Map(clipModelShapes(info.config)), skipBuffers, label);
-  const model = new ClipModel(info.config, { device, dtype: opts.dtype, init: 'empty' });
-  try {
-    await streamInto(model, path, fileKey, device, model.dtype);
-  } catch (e) {
-    model.dispose();
-    throw e;
-  }
-  return model;
+  return loadCheckedModel(path, new Map(clipModelShapes(info.config)), skipBuffers, label, device,
+    () => new ClipModel(info.config, { device, dtype: opts.dtype, init: 'empty' }));
 }
 
 /** The folder's preprocessor_config.json if it has one, else CLIP's defaults. */

@@ -12,7 +12,7 @@
 import { Tensor, add, concat, conv2d, expand, matmul, noGrad, permute, reshape, slice, tidy, nn, cast } from '../../engine/index.js';
 import type { Device } from '../../engine/index.js';
 import { getDefaultDevice } from '../../engine/tensor.js';
-import { ClipEncoder, EmbeddingTable, FloatDType, ParamFactory } from './clip-encoder.js';
+import { ClipEncoder, EmbeddingTable, FloatDType, ParamFactory, checkDtype } from './clip-encoder.js';
 import { ClipModelConfig, ClipVisionConfig, visionTokens } from './clip-vision-config.js';
 import { ClipTextModel } from './clip-text-model.js';
 
@@ -30,11 +30,6 @@ export interface ClipVisionOutput {
   lastHiddenState: Tensor;
   /** [B, D]: post_layernorm of the class token's final state. */
   pooled: Tensor;
-}
-
-function checkDtype(label: string, dtype: FloatDType, device: Device): void {
-  if (dtype !== 'f32' && dtype !== 'f16') throw new Error(`${label}: dtype ${String(dtype)} must be f32 or f16`);
-  if (dtype === 'f16' && !device.hasF16) throw new Error(`${label}: dtype f16 needs shader-f16, which ${device.adapterName} does not offer; use f32`);
 }
 
 /** The patch convolution's weight [D, C, P, P] (transformers' Conv2d without bias). */

@@ -9,6 +9,7 @@
 // binds a window of every tensor covering a range of heads. One head's q, k, v (and mask) slice
 // must fit in a binding.
 
+import { kernelFamily } from '../kernel-family.js';
 import { record } from '../autograd.js';
 import { DType, bytesOf } from '../dtype.js';
 import { broadcastShapes, broadcastStrides, fmt, sizeOf } from '../shape.js';
@@ -107,10 +108,11 @@ function planHeads(p: Problem, ops: Operand[]): [number, number][] {
 
 /**
  * Software adapters (lavapipe, SwiftShader) run CPU code where unrolled loops buy little and
- * cost long LLVM compiles; GPUs get the unrolled kernels.
+ * cost long LLVM compiles; GPUs get the unrolled kernels. The engine's kernel family decides
+ * (engine/kernel-family.ts), unless attentionTuning.software says otherwise.
  */
 function isSoftwareAdapter(dev: Device): boolean {
-  return attentionTuning.software ?? /llvmpipe|lavapipe|swiftshader|software/i.test(dev.adapterName);
+  return attentionTuning.software ?? kernelFamily(dev) === 'software';
 }
 
 /**

@@ -3,7 +3,7 @@
 import { noGrad, record } from '../autograd.js';
 import { DType, bytesOf, isFloat } from '../dtype.js';
 import { planChunks } from '../chunk.js';
-import { MAX_RANK, contiguousStrides, fmt, normAxes, sameShape } from '../shape.js';
+import { MAX_RANK, contiguousStrides, fmt, mergeStridedDims, normAxes, sameShape } from '../shape.js';
 import { Tensor } from '../tensor.js';
 import { kernelFamily } from '../kernel-family.js';
 import { WG, grid } from '../../kernels/common.js';
@@ -19,19 +19,6 @@ function pad8(v: readonly number[]): number[] {
 
 /** Workgroup of the one-output-per-thread reductions on software adapters: one SIMD register. */
 const SOFT_WG = 8;
-
-/**
- * Merges neighbouring dims of a strided walk where dim i steps over dim i+1 exactly
- * (stride_i = stride_{i+1}·shape_{i+1}); drops size-1 dims; at least one dim is left.
- */
-function mergeDims(shape: readonly number[], strides: readonly number[]): { shape: number[]; strides: number[] } {
-  const sh: number[] = [], st: number[] = [];
-  shape.forEach((n, i) => { if (n !== 1) { sh.push(n); st.push(strides[i]); } });
-  for (let i = sh.length - 2; i >= 0; i--) {
-    if (st[i] === st[i + 1] * sh[i + 1]) { sh.splice(i, 2, sh[i] * sh[i + 1]); st.splice(i, 2, st[i + 1]); }
-  }
-  return sh.length ? { shape: sh, strides: st } : { shape: [1], strides: [0] };
-}
 
 /** Reduces x over `axes` into a tensor of the kept dims (size-1 axes kept when keepDims). */
 function reduceRaw(op: ReduceOp, x: Tensor, axes: number[], keepDims: boolean, scale = 1, outType: DType = x.dtype): Tensor {
@@ -54,7 +41,8 @@ function reduceRaw(op: ReduceOp, x: Tensor, axes: number[], keepDims: boolean, s
   const wg = software ? SOFT_WG : WG;
   // Reduced dims merged where one steps over the next exactly (same index order, so the same
   // bits): the kernel then walks long rows instead of decoding every element's position.
-  const inner = mergeDims(ishape, axes.map((i) => strides[i]));
+  const merged = mergeStridedDims(ishape, [axes.map((i) => strides[i])]);
+  const inner = { shape: merged.shape, strides: merged.strides[0] };
   const combined = [...oshape, ...inner.shape];
   const ostrideOut = contiguousStrides(oshape);
   const inBuf = x.buffer(op), outBuf = out.buffer(op);

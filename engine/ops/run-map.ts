@@ -2,7 +2,7 @@
 
 import { bytesOf } from '../dtype.js';
 import { planChunks } from '../chunk.js';
-import { MAX_RANK, contiguousStrides, fmt } from '../shape.js';
+import { MAX_RANK, contiguousStrides, fmt, mergeStridedDims } from '../shape.js';
 import { Tensor } from '../tensor.js';
 import { WG, grid } from '../../kernels/common.js';
 import { MapSpec, ROW_RUN, ROW_WG, mapKey, mapLayout, mapWGSL } from '../../kernels/map.js';
@@ -22,25 +22,6 @@ function isContiguous(shape: readonly number[], strides: readonly number[]): boo
   return shape.every((d, i) => d === 1 || strides[i] === c[i]);
 }
 
-/**
- * Drops size-1 dims and merges neighbours that every operand steps over exactly (stride_d =
- * stride_{d+1}·shape_{d+1}): fewer dims to decode per element, the same elements. At least one
- * dim is left.
- */
-function mergeDims<O extends { strides: readonly number[] }>(shape: readonly number[], ops: readonly O[]): { shape: number[]; operands: O[] } {
-  const keep = shape.map((d) => d !== 1);
-  let sh = shape.filter((_, i) => keep[i]);
-  let st = ops.map((o) => o.strides.filter((_, i) => keep[i]));
-  for (let i = sh.length - 2; i >= 0; i--) {
-    if (st.every((s) => s[i] === s[i + 1] * sh[i + 1])) {
-      sh = [...sh.slice(0, i), sh[i] * sh[i + 1], ...sh.slice(i + 2)];
-      st = st.map((s) => [...s.slice(0, i), s[i + 1], ...s.slice(i + 2)]);
-    }
-  }
-  if (!sh.length) { sh = [1]; st = st.map(() => [0]); }
-  return { shape: sh, operands: ops.map((o, k) => ({ ...o, strides: st[k] })) };
-}
-
 /** out (viewed through output.strides) = kernel(inputs) over `shape`. */
 export function runMap(kernel: MapKernel, shape: readonly number[], inputs: readonly MapOperand[], output: MapOperand, scalars: readonly [number, number] = [0, 0], label?: string): void {
   const all = [...inputs, output];
@@ -56,7 +37,9 @@ export function runMap(kernel: MapKernel, shape: readonly number[], inputs: read
   const layout = mapLayout(inputs.length);
   const rows = kernelFamily(dev) === 'software';
   for (const ch0 of chunks) {
-    const ch = { ...ch0, ...mergeDims(ch0.shape, ch0.operands) };
+    // Fewer dims to decode per element, the same elements (mergeStridedDims).
+    const merged = mergeStridedDims(ch0.shape, ch0.operands.map((o) => o.strides));
+    const ch = { ...ch0, shape: merged.shape, operands: ch0.operands.map((o, k) => ({ ...o, strides: merged.strides[k] })) };
     const n = ch.shape.reduce((a, b) => a * b, 1);
     const contiguous = ch.operands.every((o) => isContiguous(ch.shape, o.strides));
     const spec: MapSpec = { ...kernel, contiguous, rows: rows && !contiguous };
