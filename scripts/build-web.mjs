@@ -1,0 +1,36 @@
+// Builds the browser bundle dist/web/ddpo-webgpu.js (ESM, platform browser) from web/ddpo-webgpu.ts.
+// Fails if any Node built-in would end up in it, naming the file that imports it, so Node-only
+// code (fs reads, worker_threads) cannot leak into the browser graph unnoticed.
+import { build } from 'esbuild';
+import { builtinModules } from 'node:module';
+import { relative } from 'node:path';
+
+const NODE_BUILTINS = new Set(builtinModules.flatMap((m) => [m, m.split('/')[0]]));
+
+const noNodeBuiltins = {
+  name: 'no-node-builtins',
+  setup(b) {
+    b.onResolve({ filter: /.*/ }, (args) => {
+      const bare = args.path.replace(/^node:/, '');
+      if (!args.path.startsWith('node:') && !NODE_BUILTINS.has(bare) && !NODE_BUILTINS.has(bare.split('/')[0])) return undefined;
+      const from = args.importer ? relative(process.cwd(), args.importer) : '(entry)';
+      return { errors: [{ text: `Node built-in '${args.path}' imported by ${from}: the browser bundle must not use Node. Move the Node-only code out of the browser graph (see web/ddpo-webgpu.ts).` }] };
+    });
+  },
+};
+
+try {
+  await build({
+    entryPoints: ['web/ddpo-webgpu.ts'],
+    outfile: 'dist/web/ddpo-webgpu.js',
+    bundle: true,
+    format: 'esm',
+    platform: 'browser',
+    target: 'es2022',
+    sourcemap: true,
+    logLevel: 'warning',
+    plugins: [noNodeBuiltins],
+  });
+} catch {
+  process.exit(1); // esbuild has already printed the errors
+}
