@@ -12,3 +12,5 @@ export { ClipTextModel } from '../diffusion/models/clip-text-model.js';
 export { AutoencoderKL, VaeEncoder, VaeDecoder, vaeParameterShapes } from '../diffusion/models/vae-model.js';
 export * as unetBlocks from '../diffusion/models/unet-blocks.js';
 export { parseUnetConfig } from '../diffusion/models/unet-config.js';
+export { runOpChecks, lcgValues } from './op-checks.js';
+export { kernelFamily, kernelFamilyOverride } from '../engine/kernel-family.js';
