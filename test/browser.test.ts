@@ -62,19 +62,25 @@ if (missing && !process.env.CI) {
     const { server, url } = await serveStatic(REPO_ROOT);
     const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
     try {
+      let t = performance.now();
       const expected = await runOpChecks(await testDevice());
+      const nodeMs = performance.now() - t;
+      t = performance.now();
       const got = await pageOpChecks(browser, url);
+      const pageMs = performance.now() - t;
       mkdirSync(ARTIFACTS, { recursive: true });
       const { writeFile } = await import('node:fs/promises');
       await writeFile(join(ARTIFACTS, 'op-checks.png'), got.shot);
-      console.log(`  browser: ${got.adapter} (${got.family} kernels)`);
+      const errs: string[] = [];
       for (const [name, want] of Object.entries(expected)) {
         const have = got.results[name];
         assert.ok(have, `the page returned no '${name}'`);
         assert.is(have.length, want.length, `${name}: length`);
         const err = maxRelError(have, want);
+        errs.push(`${name} ${err.toExponential(1)}`);
         assert.ok(err <= TOLERANCE, `${name}: browser vs Node max error ${err.toExponential(2)} of scale > ${TOLERANCE}`);
       }
+      console.log(`  browser: ${got.adapter} (${got.family} kernels); Node checks ${(nodeMs / 1000).toFixed(1)} s, page ${(pageMs / 1000).toFixed(1)} s; max error of scale: ${errs.join(', ')}`);
     } finally {
       await browser.close();
       server.close();
