@@ -36,14 +36,14 @@ function maxRelError(a: number[], b: number[]): number {
   return worst;
 }
 
-async function pageOpChecks(browser: Browser, url: string, query = ''): Promise<{ family: string; adapter: string; results: OpCheckResults; shot: Buffer }> {
+async function pageOpChecks(browser: Browser, url: string, query = ''): Promise<{ family: string; adapter: string; timings: Record<string, number>; results: OpCheckResults; shot: Buffer }> {
   const page = await browser.newPage({ viewport: { width: 900, height: 700 } });
   const errors: string[] = [];
   page.on('pageerror', (e) => errors.push(String(e)));
   page.on('crash', () => errors.push('page crashed'));
   try {
     await page.goto(`${url}/web/test.html${query}`);
-    const r = await page.evaluate(() => (globalThis as unknown as { opChecks: Promise<unknown> }).opChecks) as { error?: string; family: string; adapter: string; results: OpCheckResults };
+    const r = await page.evaluate(() => (globalThis as unknown as { opChecks: Promise<unknown> }).opChecks) as { error?: string; family: string; adapter: string; timings: Record<string, number>; results: OpCheckResults };
     if (r.error) throw new Error(`the page failed: ${r.error}`);
     return { ...r, shot: await page.screenshot() };
   } catch (e) {
@@ -80,7 +80,7 @@ if (missing && !process.env.CI) {
         errs.push(`${name} ${err.toExponential(1)}`);
         assert.ok(err <= TOLERANCE, `${name}: browser vs Node max error ${err.toExponential(2)} of scale > ${TOLERANCE}`);
       }
-      console.log(`  browser: ${got.adapter} (${got.family} kernels); Node checks ${(nodeMs / 1000).toFixed(1)} s, page ${(pageMs / 1000).toFixed(1)} s; max error of scale: ${errs.join(', ')}`);
+      console.log(`  browser: ${got.adapter} (${got.family} kernels); Node checks ${(nodeMs / 1000).toFixed(1)} s, page ${(pageMs / 1000).toFixed(1)} s (checks, ms: ${JSON.stringify(got.timings)}); max error of scale: ${errs.join(', ')}`);
     } finally {
       await browser.close();
       server.close();

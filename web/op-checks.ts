@@ -33,14 +33,15 @@ async function check(dev: Device, name: string, shapes: number[][], f: (xs: Tens
   for (let i = 0; i < xs.length; i++) out[`${name} grad ${i}`] = Array.from(await xs[i].grad!.data());
 }
 
-export async function runOpChecks(dev: Device): Promise<OpCheckResults> {
+export async function runOpChecks(dev: Device, timings: Record<string, number> = {}): Promise<OpCheckResults> {
   const out: OpCheckResults = {};
-  await check(dev, 'matmul', [[2, 33, 20], [2, 20, 17]], ([a, b]) => matmul(a, b), out);
-  await check(dev, 'conv2d 3x3 stride 1', [[2, 4, 9, 7], [6, 4, 3, 3], [6]], ([x, w, b]) => conv2d(x, w, b, { padding: 1 }), out);
-  await check(dev, 'conv2d 3x3 stride 2', [[2, 4, 9, 8], [5, 4, 3, 3], [5]], ([x, w, b]) => conv2d(x, w, b, { padding: 1, stride: 2 }), out);
-  await check(dev, 'conv2d 1x1', [[1, 6, 5, 5], [3, 6, 1, 1]], ([x, w]) => conv2d(x, w), out);
-  await check(dev, 'attention', [[2, 12, 16], [2, 9, 16], [2, 9, 16]], ([q, k, v]) => attention(q, k, v), out);
-  await check(dev, 'groupNorm', [[2, 8, 5, 6], [8], [8]], ([x, w, b]) => groupNorm(x, 4, w, b), out);
-  await check(dev, 'groupNorm silu', [[2, 8, 5, 6], [8], [8]], ([x, w, b]) => groupNorm(x, 2, w, b, 1e-5, 'silu'), out);
+  const timed = async (name: string, f: () => Promise<void>) => { const t = performance.now(); await f(); timings[name] = Math.round(performance.now() - t); };
+  await timed('matmul', () => check(dev, 'matmul', [[2, 33, 20], [2, 20, 17]], ([a, b]) => matmul(a, b), out));
+  await timed('conv2d 3x3 stride 1', () => check(dev, 'conv2d 3x3 stride 1', [[2, 4, 9, 7], [6, 4, 3, 3], [6]], ([x, w, b]) => conv2d(x, w, b, { padding: 1 }), out));
+  await timed('conv2d 3x3 stride 2', () => check(dev, 'conv2d 3x3 stride 2', [[2, 4, 9, 8], [5, 4, 3, 3], [5]], ([x, w, b]) => conv2d(x, w, b, { padding: 1, stride: 2 }), out));
+  await timed('conv2d 1x1', () => check(dev, 'conv2d 1x1', [[1, 6, 5, 5], [3, 6, 1, 1]], ([x, w]) => conv2d(x, w), out));
+  await timed('attention', () => check(dev, 'attention', [[2, 12, 16], [2, 9, 16], [2, 9, 16]], ([q, k, v]) => attention(q, k, v), out));
+  await timed('groupNorm', () => check(dev, 'groupNorm', [[2, 8, 5, 6], [8], [8]], ([x, w, b]) => groupNorm(x, 4, w, b), out));
+  await timed('groupNorm silu', () => check(dev, 'groupNorm silu', [[2, 8, 5, 6], [8], [8]], ([x, w, b]) => groupNorm(x, 2, w, b, 1e-5, 'silu'), out));
   return out;
 }
