@@ -1,6 +1,7 @@
 // Builds the browser bundle dist/web/ddpo-webgpu.js (ESM, platform browser) from web/ddpo-webgpu.ts.
 // Fails if any Node built-in would end up in it, naming the file that imports it, so Node-only
-// code (fs reads, worker_threads) cannot leak into the browser graph unnoticed.
+// code (fs reads, worker_threads) cannot leak into the browser graph unnoticed. Runs after tsc, whose
+// dist/web/ddpo-webgpu.js (unbundled) it replaces; tsc's .d.ts next to it types the ./browser export.
 import { build } from 'esbuild';
 import { builtinModules } from 'node:module';
 import { relative } from 'node:path';

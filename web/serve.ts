@@ -39,5 +39,5 @@ export const REPO_ROOT = resolve(fileURLToPath(import.meta.url), '..', '..', '..
 
 if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   const { url } = await serveStatic(REPO_ROOT, Number(process.env.PORT ?? 8080));
-  console.log(`Serving ${REPO_ROOT} at ${url}/web/ (Chromium needs --enable-unsafe-webgpu on Linux; Ctrl-C stops)`);
+  console.log(`Serving ${REPO_ROOT} at ${url}/web/test.html (Chromium needs --enable-unsafe-webgpu on Linux; Ctrl-C stops)`);
 }
