@@ -2,7 +2,7 @@
 // + backward with every parameter trainable (full fine-tuning), in samples/s. Optionally the
 // profiler's view of where the GPU time goes.
 //
-//   node dist/bench/unet-step.js [--batch 32] [--iters 3] [--profile op|kernel] [--kernels software|gpu] [--out FILE]
+//   node dist/bench/unet-step.js [--batch 32] [--iters 3] [--profile op|kernel|label] [--kernels software|gpu] [--out FILE]
 //
 // The model: UNet2DConditionModel with block_out_channels (64, 128, 128), layers_per_block 1,
 // cross-attention at the two lower levels (down: Down, CrossAttnDown, CrossAttnDown; up:
@@ -13,6 +13,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { Device } from '../engine/device.js';
+import type { ProfileGrouping } from '../engine/profiler.js';
 import { backward } from '../engine/autograd.js';
 import { KernelFamily, kernelFamily, kernelFamilyOverride } from '../engine/kernel-family.js';
 import { tidy } from '../engine/scope.js';
@@ -50,7 +51,7 @@ async function median(dev: Device, n: number, fn: () => void): Promise<number> {
   return ts[Math.floor(ts.length / 2)];
 }
 
-export async function runUnetStep(dev: Device, opts: { batch?: number; iters?: number; profile?: 'op' | 'kernel' } = {}): Promise<UnetStepResult> {
+export async function runUnetStep(dev: Device, opts: { batch?: number; iters?: number; profile?: ProfileGrouping } = {}): Promise<UnetStepResult> {
   const batch = opts.batch ?? 32, iters = opts.iters ?? 3;
   const unet = new UNet2DConditionModel(STEP_UNET_CONFIG, { device: dev, seed: 1 });
   const x = randomNormal([batch, 4, 8, 8], 1, { device: dev });
@@ -99,7 +100,7 @@ function printResult(r: UnetStepResult, log: (l: string) => void): void {
   if (r.profile) {
     const total = r.profile.reduce((a, e) => a + e.ms, 0);
     log(`  profile of one forward + backward: ${total.toFixed(0)} ms GPU, ${r.profile.reduce((a, e) => a + e.calls, 0)} dispatches`);
-    for (const e of r.profile.slice(0, 15)) log(`    ${e.op.padEnd(48)} ${String(e.calls).padStart(5)} ${e.ms.toFixed(1).padStart(9)} ms ${(100 * e.ms / total).toFixed(1).padStart(5)} %`);
+    for (const e of r.profile.slice(0, Number(process.env.PROFILE_ROWS ?? 15))) log(`    ${e.op.padEnd(48)} ${String(e.calls).padStart(5)} ${e.ms.toFixed(1).padStart(9)} ms ${(100 * e.ms / total).toFixed(1).padStart(5)} %`);
   }
 }
 
@@ -109,7 +110,7 @@ async function main(argv: string[]): Promise<void> {
   if (kernels) kernelFamilyOverride.family = kernels as KernelFamily;
   const dev = await createNodeDevice();
   setDefaultDevice(dev);
-  const r = await runUnetStep(dev, { batch: Number(arg('--batch') ?? 32), iters: Number(arg('--iters') ?? 3), profile: arg('--profile') as 'op' | 'kernel' | undefined });
+  const r = await runUnetStep(dev, { batch: Number(arg('--batch') ?? 32), iters: Number(arg('--iters') ?? 3), profile: arg('--profile') as ProfileGrouping | undefined });
   printResult(r, (l) => console.log(l));
   const out = arg('--out');
   if (out) { mkdirSync(dirname(out), { recursive: true }); writeFileSync(out, JSON.stringify(r, null, 2) + '\n'); }

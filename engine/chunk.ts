@@ -32,7 +32,8 @@ function extent(shape: readonly number[], strides: readonly number[], from: numb
   return e;
 }
 
-function window(op: StridedOperand, base: number, elems: number, align: number): { windowOffset: number; windowSize: number; offset: number } {
+/** The aligned window of op's buffer holding elements [base, base + elems), and base's offset in it. */
+export function bindingWindow(op: Pick<StridedOperand, 'elementBytes' | 'bufferBytes'>, base: number, elems: number, align: number): { windowOffset: number; windowSize: number; offset: number } {
   const startBytes = base * op.elementBytes;
   const windowOffset = Math.floor(startBytes / align) * align;
   const end = Math.min(op.bufferBytes, Math.ceil(((base + elems) * op.elementBytes) / 4) * 4);
@@ -51,13 +52,13 @@ export function planChunks(op: string, shape: readonly number[], operands: reado
     return elems * o.elementBytes + align <= maxBinding;
   });
   const whole = operands.every((o) => {
-    const w = window(o, o.offset, extent(shape, o.strides, 0), align);
+    const w = bindingWindow(o, o.offset, extent(shape, o.strides, 0), align);
     return w.windowSize <= maxBinding;
   });
   if (whole || rank === 0) {
     return [{
       shape: [...shape],
-      operands: operands.map((o) => ({ strides: [...o.strides], ...window(o, o.offset, extent(shape, o.strides, 0), align) })),
+      operands: operands.map((o) => ({ strides: [...o.strides], ...bindingWindow(o, o.offset, extent(shape, o.strides, 0), align) })),
     }];
   }
   let k = 0;
@@ -86,7 +87,7 @@ export function planChunks(op: string, shape: readonly number[], operands: reado
           let base = o.offset + i0 * o.strides[k];
           for (let d = 0; d < k; d++) base += idx[d] * o.strides[d];
           const strides = [o.strides[k], ...o.strides.slice(k + 1)];
-          return { strides, ...window(o, base, extent(sub, strides, 0), align) };
+          return { strides, ...bindingWindow(o, base, extent(sub, strides, 0), align) };
         }),
       });
     }

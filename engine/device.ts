@@ -5,7 +5,7 @@
 // Nothing in this file needs Node: a browser or another engine hands us its GPUDevice through
 // Device.fromGPUDevice(). engine/node.ts is the Node-only way to get one from Dawn.
 
-import { DispatchProfiler, ProfileEntry } from './profiler.js';
+import { DispatchProfiler, ProfileEntry, ProfileGrouping } from './profiler.js';
 import { BufferPool, MemoryStats } from './pool.js';
 
 /** Features we ask for when the adapter offers them. */
@@ -243,7 +243,7 @@ export class Device {
    * then runs in a pass of its own, which costs time: use it to find hot ops, not for totals.
    * `by: 'kernel'` groups by pipeline key instead of op name.
    */
-  startProfile(opts: { by?: 'op' | 'kernel' } = {}): void {
+  startProfile(opts: { by?: ProfileGrouping } = {}): void {
     if (!this.hasTimestamps) throw new Error(`profile: this device (${this.adapterName}) lacks the 'timestamp-query' feature`);
     if (this.profiler) throw new Error('profile: a profile is already running');
     this.flush();

@@ -11,13 +11,15 @@ export interface ProfileEntry {
   /**
    * By op (default): the label up to the first '(' (shapes left out so calls group). By kernel:
    * the pipeline key (e.g. attention:dkv:32x64x4:d512:f32:mask-f32), which tells apart the
-   * kernels one op runs.
+   * kernels one op runs. By label: the whole dispatch label, shapes included (which call).
    */
   op: string;
   calls: number;
   /** GPU time in milliseconds, summed over calls. */
   ms: number;
 }
+
+export type ProfileGrouping = 'op' | 'kernel' | 'label';
 
 export class DispatchProfiler {
   private readonly querySet: GPUQuerySet;
@@ -26,7 +28,7 @@ export class DispatchProfiler {
   private names: string[] = [];
   private resolved: { buffer: GPUBuffer; names: string[] }[] = [];
 
-  constructor(private readonly gpu: GPUDevice, private readonly by: 'op' | 'kernel' = 'op') {
+  constructor(private readonly gpu: GPUDevice, private readonly by: ProfileGrouping = 'op') {
     this.querySet = gpu.createQuerySet({ label: 'dispatch profiler', type: 'timestamp', count: SLOTS });
   }
 
@@ -37,7 +39,7 @@ export class DispatchProfiler {
   next(label: string, key: string): GPUComputePassTimestampWrites {
     const i = this.used;
     this.used += 2;
-    this.names.push(this.by === 'kernel' ? key : label.split('(')[0].trim());
+    this.names.push(this.by === 'kernel' ? key : this.by === 'label' ? label : label.split('(')[0].trim());
     return { querySet: this.querySet, beginningOfPassWriteIndex: i, endOfPassWriteIndex: i + 1 };
   }
 

@@ -19,6 +19,7 @@
 
 import { DType } from '../engine/dtype.js';
 import { MAIN_1D, ParamLayout, at, declareBindings, f16Enable } from './common.js';
+import { SIGMOID } from './math.js';
 
 export const NORM_WG = 256;
 /** Weight partials over at most this many spatial elements run one thread per output. */
@@ -44,6 +45,16 @@ export const normLayout = new ParamLayout([
  *  'part': x, g, mean, rstd -> Σ_s g·x̂, Σ_s g per (row, channel) (f32), 'wg' or 'seq'. */
 export type NormVariant = 'fwd' | 'dx' | 'part-wg' | 'part-seq';
 
+/**
+ * An activation fused into the norm: 'silu' returns silu(norm(x)), the pair every resnet block
+ * of the UNet and the VAE runs (one dispatch and one full-size tensor fewer each way). Backward
+ * recomputes the pre-activation y = x̂·w + b from the saved statistics and folds silu'(y) into the
+ * incoming gradient, so the dx and weight-partial kernels also read the bias (and the partials the
+ * weight). The SiLU formula is the elementwise map's, so f32 forward results are bit-identical to
+ * the unfused pair.
+ */
+export type NormAct = 'none' | 'silu';
+
 /** Threads per row of the 'fwd' and 'dx' kernels: about 8 elements per thread, 1 … 256. */
 export function normThreads(len: number): number {
   let t = 1;
@@ -51,8 +62,8 @@ export function normThreads(len: number): number {
   return t;
 }
 
-export function normKey(v: NormVariant, xType: DType, gType: DType, threads = NORM_WG): string {
-  return `norm:${v}:${xType},${gType}:${threads}`;
+export function normKey(v: NormVariant, xType: DType, gType: DType, threads = NORM_WG, act: NormAct = 'none'): string {
+  return `norm:${v}:${xType},${gType}:${threads}${act === 'none' ? '' : `:${act}`}`;
 }
 
 const off = (slot: number) => at('P.offs', `${slot}u`);
@@ -81,8 +92,20 @@ fn bAt(row: u32, j: u32) -> f32 {
   return f32(b[((P.row0 + row) % P.groups) * P.cpg + j / P.S]);
 }`;
 
-export function normWGSL(v: NormVariant, xType: DType, gType: DType, T = NORM_WG): string {
+/** The forward's output expression from the pre-activation `yv`. */
+const actOut = (act: NormAct, yv: string) => (act === 'silu' ? `${yv} * sigmoid_f(${yv})` : yv);
+
+/** dL/dy (y = x̂·w + b, before the activation) from the incoming gradient `gv`; xh is x̂. */
+const G_ACT = `fn gPre(row: u32, j: u32, xh: f32, gv: f32) -> f32 {
+  let yv = xh * wAt(row, j) + bAt(row, j);
+  let s = sigmoid_f(yv);
+  return gv * s * (1.0 + yv * (1.0 - s));
+}`;
+const gPre = (act: NormAct, gv: string) => (act === 'silu' ? `gPre(row, j, xh, ${gv})` : gv);
+
+export function normWGSL(v: NormVariant, xType: DType, gType: DType, T = NORM_WG, act: NormAct = 'none'): string {
   const STEP = `${T}u`;
+  const helpers = act === 'silu' ? `${SIGMOID}\n${G_ACT}` : '';
   if (v === 'fwd') {
     return `${f16Enable(xType)}
 ${declareBindings(
@@ -90,6 +113,7 @@ ${declareBindings(
       [{ name: 'y', type: xType }, { name: 'mean', type: 'f32' }, { name: 'rstd', type: 'f32' }], normLayout)}
 var<workgroup> red: array<vec2<f32>, ${NORM_WG}>;
 ${AFFINE}
+${act === 'silu' ? SIGMOID : ''}
 ${MAIN_1D(NORM_WG)}
 ${rowsOf(T)}
   let len = select(0u, P.len, live);
@@ -120,7 +144,8 @@ ${treeOf(T)}
   for (var j = tl; j < len; j += ${STEP}) {
     // (x − m0) − c rather than x − (m0 + c): m0 + c would round to f32 at the mean's scale.
     let xh = ((f32(x[xb + j]) - m0) - c) * rs;
-    y[yb + j] = ${xType}(xh * wAt(row, j) + bAt(row, j));
+    let yv = xh * wAt(row, j) + bAt(row, j);
+    y[yb + j] = ${xType}(${actOut(act, 'yv')});
   }
 }
 `;
@@ -128,13 +153,13 @@ ${treeOf(T)}
   if (v === 'dx') {
     return `${f16Enable(xType, gType)}
 ${declareBindings(
-      [{ name: 'x', type: xType }, { name: 'g', type: gType }, { name: 'w', type: xType }, { name: 'mean', type: 'f32' }, { name: 'rstd', type: 'f32' }],
+      [{ name: 'x', type: xType }, { name: 'g', type: gType }, { name: 'w', type: xType }, ...(act === 'none' ? [] : [{ name: 'b', type: xType }]), { name: 'mean', type: 'f32' }, { name: 'rstd', type: 'f32' }],
       [{ name: 'dx', type: gType }], normLayout)}
 var<workgroup> red: array<vec2<f32>, ${NORM_WG}>;
-fn wAt(row: u32, j: u32) -> f32 {
+${act === 'none' ? `fn wAt(row: u32, j: u32) -> f32 {
   if (P.hasw == 0u) { return 1.0; }
   return f32(w[((P.row0 + row) % P.groups) * P.cpg + j / P.S]);
-}
+}` : `${AFFINE}\n${helpers}`}
 ${MAIN_1D(NORM_WG)}
 ${rowsOf(T)}
   let len = select(0u, P.len, live);
@@ -147,7 +172,7 @@ ${rowsOf(T)}
   var bb = 0.0;
   for (var j = tl; j < len; j += ${STEP}) {
     let xh = (f32(x[xb + j]) - m) * rs;
-    let wg = f32(g[gb + j]) * wAt(row, j);
+    let wg = ${gPre(act, 'f32(g[gb + j])')} * wAt(row, j);
     a += wg;
     bb += wg * xh;
   }
@@ -159,7 +184,7 @@ ${treeOf(T)}
   // dx = rstd·(w·g − mean(w·g) − x̂·mean(w·g·x̂)), the means over the row.
   for (var j = tl; j < len; j += ${STEP}) {
     let xh = (f32(x[xb + j]) - m) * rs;
-    let wg = f32(g[gb + j]) * wAt(row, j);
+    let wg = ${gPre(act, 'f32(g[gb + j])')} * wAt(row, j);
     dx[ob + j] = ${gType}(rs * (wg - ma - xh * mb));
   }
 }
@@ -167,15 +192,22 @@ ${treeOf(T)}
   }
   const head = `${f16Enable(xType, gType)}
 ${declareBindings(
-    [{ name: 'x', type: xType }, { name: 'g', type: gType }, { name: 'mean', type: 'f32' }, { name: 'rstd', type: 'f32' }],
-    [{ name: 'pw', type: 'f32' }, { name: 'pb', type: 'f32' }], normLayout)}`;
+    [{ name: 'x', type: xType }, { name: 'g', type: gType }, ...(act === 'none' ? [] : [{ name: 'w', type: xType }, { name: 'b', type: xType }]), { name: 'mean', type: 'f32' }, { name: 'rstd', type: 'f32' }],
+    [{ name: 'pw', type: 'f32' }, { name: 'pb', type: 'f32' }], normLayout)}
+${act === 'none' ? '' : `${AFFINE}\n${helpers}`}`;
   // Output o = row·cpg + c sums over the S elements of channel c in that row.
   const setup = `  let row = o / P.cpg;
   let base = row * P.len + (o % P.cpg) * P.S;
   let m = mean[${off(SLOT.mean)} + row];
   let rs = rstd[${off(SLOT.rstd)} + row];`;
-  const term = `let gv = f32(g[${off(SLOT.g)} + base + s]);
-    acc += vec2<f32>(gv * (f32(x[${off(SLOT.x)} + base + s]) - m) * rs, gv);`;
+  // With an activation, j is the element's index within its row (its channel is j / S).
+  const term = act === 'none'
+    ? `let gv = f32(g[${off(SLOT.g)} + base + s]);
+    acc += vec2<f32>(gv * (f32(x[${off(SLOT.x)} + base + s]) - m) * rs, gv);`
+    : `let xh = (f32(x[${off(SLOT.x)} + base + s]) - m) * rs;
+    let j = (o % P.cpg) * P.S + s;
+    let gv = ${gPre(act, `f32(g[${off(SLOT.g)} + base + s])`)};
+    acc += vec2<f32>(gv * xh, gv);`;
   const store = `pw[${off(SLOT.pw)} + o] = r.x;
     pb[${off(SLOT.pb)} + o] = r.y;`;
   if (v === 'part-seq') {

@@ -2,7 +2,8 @@
 // asymmetric padding, dilation, groups and depthwise, bias or none, H ≠ W, sizes that are not
 // tile multiples; the analytic backward (dx, dw, db) against the reference's analytic backward
 // (itself checked by finite differences); f16; batch independence; the batch-chunked path; the
-// row-band path for a sample above the binding limit (bit-identical to the unbanded pass); errors.
+// row-band path for a sample above the binding limit (bit-identical to the unbanded pass); errors;
+// the Winograd path software adapters take for 3×3 stride-1 convolutions.
 
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -12,6 +13,8 @@ import { sizeOf } from '../engine/shape.js';
 import { tensor } from '../engine/tensor.js';
 import { Conv2dOptions, conv2d, conv2dGeometry, slice, torchPad } from '../engine/ops/index.js';
 import { bandOf, planBands } from '../engine/ops/conv2d-bands.js';
+import { winogradApplies } from '../engine/ops/conv2d-winograd.js';
+import { kernelFamilyOverride } from '../engine/kernel-family.js';
 import { DType } from '../engine/dtype.js';
 import { assertClose, assertThrows, dot, finiteDiff, randArray, testDevice } from './helpers.js';
 
@@ -354,6 +357,83 @@ s('bad input throws naming conv2d and the shapes', async () => {
   await assertThrows(() => conv2d(x, tensor(randArray(36, 2), [1, 4, 3, 3]), tensor([1, 2], [2])), /conv2d/, /bias must be \[1\]/);
   await assertThrows(() => conv2d(tensor(randArray(20, 1), [4, 5, 1]), tensor(randArray(36, 2), [1, 4, 3, 3])), /conv2d\(\[4,5,1\] f32/, /\[N, Cin, H, W\]/);
   await assertThrows(() => conv2d(x, tensor(randArray(36, 2), [1, 4, 3, 3]), null, { stride: 0 }), /conv2d/, /stride/);
+});
+
+// ---------------------------------------------------------------- Winograd (software adapters)
+
+const winoCases: Case[] = [
+  { x: [2, 5, 7, 9], w: [6, 5, 3, 3], bias: true, opts: { padding: 1 } }, // odd sizes: partial tiles
+  { x: [3, 4, 1, 1], w: [4, 4, 3, 3], bias: false, opts: { padding: 1 } }, // 1×1 image
+  { x: [2, 3, 6, 5], w: [4, 3, 3, 3], bias: true, opts: { padding: [0, 2, 1, 0] } }, // asymmetric, 0 and 2
+  { x: [1, 8, 8, 8], w: [12, 8, 3, 3], bias: true, opts: {} }, // no padding
+  { x: [2, 1, 4, 4], w: [1, 1, 3, 3], bias: true, opts: { padding: 2 } }, // one channel, output larger than input
+];
+
+s('Winograd F(2×2, 3×3) (software family): forward, dx, dw, db vs float64; f16; it is the path taken', async () => {
+  const before = kernelFamilyOverride.family;
+  kernelFamilyOverride.family = 'software';
+  try {
+    let seed = 600;
+    for (const c of winoCases) {
+      assert.ok(winogradApplies('fwd', geo(c), dev) && winogradApplies('dx', geo(c), dev), `Winograd applies to ${label(c)}`);
+      const x = randArray(sizeOf(c.x), seed++), w = randArray(sizeOf(c.w), seed++), b = randArray(c.w[0], seed++);
+      const g = randArray(sizeOf(outShape(c)), seed++);
+      const tx = tensor(x, c.x).requireGrad(), tw = tensor(w, c.w).requireGrad();
+      const tb = c.bias ? tensor(b, [c.w[0]]).requireGrad() : null;
+      const out = conv2d(tx, tw, tb, c.opts);
+      backward(out, { grad: tensor(g, outShape(c)) });
+      const [dx, dw, db] = refBackward(c, x, w, g);
+      assertClose(await out.data(), refConv(c, x, w, c.bias ? b : null), 1e-5, 1e-5, `forward of ${label(c)}`);
+      assertClose(await tx.grad!.data(), dx, 1e-5, 1e-5, `dx of ${label(c)}`);
+      assertClose(await tw.grad!.data(), dw, 1e-5, 1e-5, `dw of ${label(c)}`);
+      if (tb) assertClose(await tb.grad!.data(), db, 1e-5, 1e-5, `db of ${label(c)}`);
+      if (dev.hasF16) {
+        const [x16, w16, b16] = [x, w, b].map((a) => a.map(roundToF16));
+        const o16 = conv2d(tensor(x16, c.x, 'f16'), tensor(w16, c.w, 'f16'), c.bias ? tensor(b16, [c.w[0]], 'f16') : null, c.opts);
+        assertClose(await o16.data(), refConv(c, x16, w16, c.bias ? b16 : null), 2e-3, 2e-3, `f16 forward of ${label(c)}`);
+      }
+    }
+    // Not Winograd: stride 2, dilation, groups, 1×1, padding 3.
+    for (const c of [cases[2], cases[5], cases[6], cases[1]]) assert.not.ok(winogradApplies('fwd', geo(c), dev), label(c));
+    assert.not.ok(winogradApplies('dx', geo({ x: [1, 1, 9, 9], w: [1, 1, 3, 3], bias: false, opts: { padding: 3 } }), dev), 'padding 3');
+  } finally {
+    kernelFamilyOverride.family = before;
+  }
+});
+
+s('Winograd: a sample alone, in a batch, and in chunks of a lowered binding limit gives the same bits', async () => {
+  const before = kernelFamilyOverride.family;
+  kernelFamilyOverride.family = 'software';
+  const saved = dev.maxBindingBytes;
+  try {
+    const c: Case = { x: [5, 4, 6, 7], w: [6, 4, 3, 3], bias: true, opts: { padding: 1 } };
+    const X = randArray(sizeOf(c.x), 700, -3, 3), W = randArray(sizeOf(c.w), 701), B = randArray(6, 702);
+    const G = randArray(sizeOf(outShape(c)), 703);
+    const run = async (n0: number, n: number) => {
+      const xs = [n, ...c.x.slice(1)], gs = [n, ...outShape(c).slice(1)];
+      const per = sizeOf(c.x) / 5, gper = sizeOf(outShape(c)) / 5;
+      const tx = tensor(X.slice(n0 * per, (n0 + n) * per), xs).requireGrad();
+      const out = conv2d(tx, tensor(W, c.w), tensor(B, [6]), c.opts);
+      backward(out, { grad: tensor(G.slice(n0 * gper, (n0 + n) * gper), gs) });
+      return [bits(await out.data()), bits(await tx.grad!.data())];
+    };
+    const [yAll, dxAll] = await run(0, 5);
+    const [yOne, dxOne] = await run(3, 1);
+    const yper = sizeOf(outShape(c)) / 5, xper = sizeOf(c.x) / 5;
+    assert.equal(yOne, yAll.slice(3 * yper, 4 * yper), 'forward alone = in batch');
+    assert.equal(dxOne, dxAll.slice(3 * xper, 4 * xper), 'dx alone = in batch');
+    // Per sample V is 16·4·12 floats (3 KiB) and M 16·6·12 (4.5 KiB): one sample per chunk at 8 KiB.
+    dev.maxBindingBytes = 8192;
+    assert.ok(winogradApplies('fwd', geo(c), dev), 'still Winograd at the lowered limit');
+    const n0 = dev.dispatchCount;
+    const [yCh, dxCh] = await run(0, 5);
+    assert.ok(dev.dispatchCount - n0 > 12, 'chunked into several passes');
+    assert.equal(yCh, yAll, 'forward chunked');
+    assert.equal(dxCh, dxAll, 'dx chunked');
+  } finally {
+    dev.maxBindingBytes = saved;
+    kernelFamilyOverride.family = before;
+  }
 });
 
 s.run();

@@ -239,4 +239,81 @@ s('bad shapes, groups and dtypes throw errors naming the op and shapes', async (
   if (dev.hasF16) await assertThrows(() => E.layerNorm(X.t, randTensor([3], 955, -1, 1, 'f16').t), /layerNorm/, /dtype/, /f16/);
 });
 
+// ---------------------------------------------------------------- group norm fused with SiLU
+
+const sig = (v: number) => 1 / (1 + Math.exp(-v));
+const siluRef = (a: Float64Array) => a.map((v) => v * sig(v));
+/** silu(groupNorm(x)) backward by the chain rule: g·silu'(y) through refBack. */
+function refBackSilu(x: Float64Array, g: Float64Array, geo: Geo, w?: Float64Array, b?: Float64Array) {
+  const y = refNorm(x, geo, w, b).y;
+  const gy = g.map((gv, i) => { const s = sig(y[i]); return gv * s * (1 + y[i] * (1 - s)); });
+  return refBack(x, gy, geo, w);
+}
+
+s('silu reference backward agrees with finite differences', () => {
+  const geo = gnGeo([2, 4, 3], 2);
+  const x = randArray(24, 1000), w = randArray(4, 1001, 0.5, 1.5), b = randArray(4, 1002), G = randArray(24, 1003);
+  const [fx, fw, fb] = finiteDiff(([xa, wa, ba]) => dot(siluRef(refNorm(xa, geo, wa, ba).y), G), [x, w, b]);
+  const r = refBackSilu(x, G, geo, w, b);
+  assertClose(r.dx, fx, 1e-6, 1e-7, 'dx');
+  assertClose(r.dw, fw, 1e-6, 1e-7, 'dw');
+  assertClose(r.db, fb, 1e-6, 1e-7, 'db');
+});
+
+s("groupNorm(act 'silu') forward and backward vs float64; f32 forward equals silu(groupNorm) bit for bit", async () => {
+  let seed = 1100;
+  // S = 1, 21, 81 (workgroup partials), 900; groups of 1 channel; no affine, weight or bias only.
+  const cases: [number[], number, 'wb' | 'w' | 'b' | ''][] = [
+    [[3, 6, 7, 3], 3, 'wb'], [[1, 5, 11], 5, 'wb'], [[2, 4, 9, 9], 2, 'wb'], [[3, 4, 1, 1], 1, 'wb'],
+    [[2, 6, 5], 3, ''], [[2, 4, 3, 3], 2, 'w'], [[2, 4, 3, 3], 2, 'b'], [[1, 2, 30, 30], 1, 'wb'],
+  ];
+  for (const [shape, groups, aff] of cases) {
+    const C = shape[1], geo = gnGeo(shape, groups);
+    const X = randTensor(shape, seed++, -2, 2), G = randTensor(shape, seed++, -1, 1);
+    const W = randTensor([C], seed++, 0.5, 1.5), B = randTensor([C], seed++, -1, 1);
+    const w = aff.includes('w') ? W : undefined, b = aff.includes('b') ? B : undefined;
+    const what = `${shape} g=${groups} ${aff || 'no affine'}`;
+    X.t.requireGrad(); W.t.requireGrad(); B.t.requireGrad();
+    const y = E.groupNorm(X.t, groups, w?.t, b?.t, 1e-5, 'silu');
+    assertClose(await y.data(), siluRef(refNorm(X.x, geo, w?.x, b?.x).y), 2e-5, 2e-5, `forward ${what}`);
+    assert.equal(await bits(y), await bits(E.silu(E.groupNorm(X.t, groups, w?.t, b?.t))), `bits ${what}`);
+    E.backward(y, { grad: G.t });
+    const ref = refBackSilu(X.x, G.x, geo, w?.x, b?.x);
+    assertClose(await X.t.grad!.data(), ref.dx, 1e-4, 1e-4, `dx ${what}`);
+    if (w) assertClose(await W.t.grad!.data(), ref.dw, 1e-4, 1e-4, `dw ${what}`);
+    if (b) assertClose(await B.t.grad!.data(), ref.db, 1e-4, 1e-4, `db ${what}`);
+  }
+  // The fused pair is one dispatch forward where the unfused one is two.
+  const X = randTensor([2, 4, 5, 5], 1190);
+  const n0 = dev.dispatchCount;
+  E.groupNorm(X.t, 2, undefined, undefined, 1e-5, 'silu').dispose();
+  assert.is(dev.dispatchCount - n0, 1, 'one dispatch');
+  await assertThrows(() => E.groupNorm(X.t, 2, undefined, undefined, 1e-5, 'gelu' as E.NormAct), /groupNorm/, /act/, /gelu/);
+});
+
+s("groupNorm(act 'silu'): batch independence and chunked windows are bit-identical", async () => {
+  const shape = [3, 4, 10, 10], per = 400;
+  const run = async (x: Float64Array, sh: number[], g: Float64Array) => {
+    const X = E.tensor(Float32Array.from(x), sh), W = randTensor([4], 1201), B = randTensor([4], 1202);
+    X.requireGrad(); W.t.requireGrad(); B.t.requireGrad();
+    const y = E.groupNorm(X, 2, W.t, B.t, 1e-5, 'silu');
+    E.backward(y, { grad: E.tensor(Float32Array.from(g), sh) });
+    return [await bits(y), await bits(X.grad!)];
+  };
+  const X = randTensor(shape, 1200), G = randTensor(shape, 1203);
+  const [yb, dxb] = await run(X.x, shape, G.x);
+  const [ya, dxa] = await run(X.x.slice(per, 2 * per), [1, 4, 10, 10], G.x.slice(per, 2 * per));
+  assert.equal(yb.slice(per, 2 * per), ya, 'forward alone = in batch');
+  assert.equal(dxb.slice(per, 2 * per), dxa, 'dx alone = in batch');
+  const saved = dev.maxBindingBytes;
+  dev.maxBindingBytes = 4096;
+  try {
+    const [yc, dxc] = await run(X.x, shape, G.x);
+    assert.equal(yc, yb, 'forward chunked');
+    assert.equal(dxc, dxb, 'dx chunked');
+  } finally {
+    dev.maxBindingBytes = saved;
+  }
+});
+
 s.run();

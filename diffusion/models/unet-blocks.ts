@@ -29,6 +29,7 @@ export interface BlockOptions {
 const lin = (m: Module, name: string) => m.child(name) as Linear;
 const conv = (m: Module, name: string) => m.child(name) as Conv2d;
 const norm = (m: Module, name: string) => m.child(name) as GroupNorm | LayerNorm;
+const gnorm = (m: Module, name: string) => m.child(name) as GroupNorm;
 
 /** A parameter-free placeholder keeping torch's list indices (Dropout(p=0) in to_out / ff.net). */
 export class Identity extends Module {
@@ -54,18 +55,18 @@ export class ResnetBlock2D extends Module {
     const p = this.plan;
     if (x.rank !== 4 || x.shape[1] !== p.inChannels) throw new Error(`ResnetBlock2D(${p.inChannels}→${p.outChannels}): input ${x.describe()} must be [B, ${p.inChannels}, H, W]`);
     return tidy(() => {
-      let h = conv(this, 'conv1').forward(silu(norm(this, 'norm1').forward(x)));
+      let h = conv(this, 'conv1').forward(gnorm(this, 'norm1').forward(x, 'silu'));
       const t = lin(this, 'time_emb_proj').forward(p.skipTimeAct ? temb : silu(temb));
       const B = t.shape[0], C = p.outChannels;
       if (p.timeScaleShift === 'default') {
-        h = norm(this, 'norm2').forward(add(h, reshape(t, [B, C, 1, 1])));
+        h = gnorm(this, 'norm2').forward(add(h, reshape(t, [B, C, 1, 1])), 'silu');
       } else {
         // scale, shift = temb.chunk(2, dim=1); h = norm2(h) * (1 + scale) + shift
         const scale = reshape(slice(t, [0, 0], [B, C]), [B, C, 1, 1]);
         const shift = reshape(slice(t, [0, C], [B, 2 * C]), [B, C, 1, 1]);
-        h = add(mul(norm(this, 'norm2').forward(h), add(scale, 1)), shift);
+        h = silu(add(mul(norm(this, 'norm2').forward(h), add(scale, 1)), shift));
       }
-      h = conv(this, 'conv2').forward(silu(h));
+      h = conv(this, 'conv2').forward(h);
       const skip = p.inChannels !== p.outChannels ? conv(this, 'conv_shortcut').forward(x) : x;
       const out = add(skip, h);
       return p.outputScaleFactor === 1 ? out : mulScalar(out, 1 / p.outputScaleFactor);

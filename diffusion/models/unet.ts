@@ -180,7 +180,7 @@ export class UNet2DConditionModel extends Module {
         for (const s of mine) if (!captured.includes(s)) s.dispose();
         keepAs(`up_blocks.${i}`, h);
       });
-      const out = (this.child('conv_out') as Conv2d).forward(silu((this.child('conv_norm_out') as GroupNorm).forward(h)));
+      const out = (this.child('conv_out') as Conv2d).forward((this.child('conv_norm_out') as GroupNorm).forward(h, 'silu'));
       return { out, captured };
     });
     return result.out;

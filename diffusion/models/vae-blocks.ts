@@ -10,7 +10,7 @@
 // GroupNorm eps is 1e-6 everywhere (diffusers passes resnet_eps=1e-6 through every VAE block).
 // Per-sample results do not depend on the batch: every op used is batch-invariant.
 
-import { add, silu } from '../../engine/ops/elementwise.js';
+import { add } from '../../engine/ops/elementwise.js';
 import { permute, reshape } from '../../engine/ops/movement.js';
 import { attention } from '../../engine/ops/attention.js';
 import { torchPad } from '../../engine/ops/conv2d.js';
@@ -70,8 +70,8 @@ export class VaeResnetBlock2D extends Module {
 
   forward(x: Tensor): Tensor {
     return tidy(() => {
-      let h = this.conv1.forward(silu(this.norm1.forward(x)));
-      h = this.conv2.forward(silu(this.norm2.forward(h)));
+      let h = this.conv1.forward(this.norm1.forward(x, 'silu'));
+      h = this.conv2.forward(this.norm2.forward(h, 'silu'));
       const skip = this.conv_shortcut ? this.conv_shortcut.forward(x) : x;
       return add(skip, h);
     });

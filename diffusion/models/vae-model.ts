@@ -12,7 +12,7 @@
 // binding limits, so whole batches of 8 would not fit. Results per sample are identical
 // whatever the micro-batch size, because every op is batch-invariant.
 
-import { cast, clamp, silu } from '../../engine/ops/elementwise.js';
+import { cast, clamp } from '../../engine/ops/elementwise.js';
 import { concat, slice } from '../../engine/ops/movement.js';
 import { noGrad } from '../../engine/autograd.js';
 import { tidy } from '../../engine/scope.js';
@@ -69,7 +69,7 @@ export class VaeEncoder extends Module {
       let h = this.conv_in.forward(x);
       for (const b of this.down_blocks) h = b.forward(h);
       h = this.mid_block.forward(h);
-      return this.conv_out.forward(silu(this.conv_norm_out.forward(h)));
+      return this.conv_out.forward(this.conv_norm_out.forward(h, 'silu'));
     });
   }
 }
@@ -111,7 +111,7 @@ export class VaeDecoder extends Module {
     return tidy(() => {
       let h = this.mid_block.forward(this.conv_in.forward(z));
       for (const b of this.up_blocks) h = b.forward(h);
-      return this.conv_out.forward(silu(this.conv_norm_out.forward(h)));
+      return this.conv_out.forward(this.conv_norm_out.forward(h, 'silu'));
     });
   }
 }

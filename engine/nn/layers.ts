@@ -10,7 +10,7 @@ import { conv2d, Conv2dOptions } from '../ops/conv2d.js';
 import { embedding } from '../ops/gather.js';
 import { matmul } from '../ops/matmul.js';
 import { full } from '../ops/movement.js';
-import { groupNorm, layerNorm } from '../ops/norm.js';
+import { NormAct, groupNorm, layerNorm } from '../ops/norm.js';
 import { randomNormal, randomUniform } from '../ops/random.js';
 import { Device } from '../device.js';
 import { Tensor, getDefaultDevice } from '../tensor.js';
@@ -137,8 +137,9 @@ export class GroupNorm extends Module {
   get weight(): Tensor | null { return this.paramOrNull('weight'); }
   get bias(): Tensor | null { return this.paramOrNull('bias'); }
 
-  forward(x: Tensor): Tensor {
-    return groupNorm(x, this.numGroups, this.weight ?? undefined, this.bias ?? undefined, this.eps);
+  /** act 'silu': silu(GroupNorm(x)) in one kernel each way (what every resnet block computes). */
+  forward(x: Tensor, act: NormAct = 'none'): Tensor {
+    return groupNorm(x, this.numGroups, this.weight ?? undefined, this.bias ?? undefined, this.eps, act);
   }
 }
 

@@ -11,12 +11,14 @@
 
 import { record } from '../autograd.js';
 import { bytesOf } from '../dtype.js';
+import { bindingWindow } from '../chunk.js';
 import { fmt } from '../shape.js';
 import { Tensor } from '../tensor.js';
 import { CONV_SHARED_BYTES, CONV_THREADS, CONV_TILE, ConvMode, convKey, convLayout, convTileRows, convWGSL } from '../../kernels/conv2d.js';
 import { CONV_RB_TILE, convRbKey, convRbWGSL } from '../../kernels/conv2d-rb.js';
 import { kernelFamily } from '../kernel-family.js';
 import { planBands } from './conv2d-bands.js';
+import { runWinograd, winogradApplies } from './conv2d-winograd.js';
 import { cast } from './elementwise.js';
 import { full } from './movement.js';
 import { sum } from './reduce.js';
@@ -164,10 +166,8 @@ interface Operand {
 }
 
 function windowOf(o: Operand, firstElem: number, elems: number, align: number) {
-  const start = firstElem * o.elementBytes;
-  const windowOffset = Math.floor(start / align) * align;
-  const end = Math.min(o.buffer.size, Math.ceil(((firstElem + elems) * o.elementBytes) / 4) * 4);
-  return { binding: { buffer: o.buffer, offset: windowOffset, size: Math.max(4, end - windowOffset) }, offset: (start - windowOffset) / o.elementBytes };
+  const w = bindingWindow({ elementBytes: o.elementBytes, bufferBytes: o.buffer.size }, firstElem, elems, align);
+  return { binding: { buffer: o.buffer, offset: w.windowOffset, size: w.windowSize }, offset: w.offset };
 }
 
 /**
@@ -252,6 +252,10 @@ function runConv(mode: ConvMode, geo: Conv2dGeometry, inputs: (Tensor | null)[],
   const software = kernelFamily(dev) === 'software';
   if (!software && (CONV_SHARED_BYTES > dev.limits.maxComputeWorkgroupStorageSize || CONV_THREADS > dev.limits.maxComputeInvocationsPerWorkgroup)) {
     throw new Error(`${label}: the conv2d kernel needs ${CONV_SHARED_BYTES} bytes of workgroup memory and ${CONV_THREADS} threads; this device allows ${dev.limits.maxComputeWorkgroupStorageSize} and ${dev.limits.maxComputeInvocationsPerWorkgroup}`);
+  }
+  if (mode !== 'dw' && winogradApplies(mode, geo, dev)) {
+    runWinograd(mode, geo, inputs[0]!, inputs[1]!, mode === 'fwd' ? inputs[2] : null, out, label);
+    return;
   }
   const { N, C, H, W, CO, KH, KW, OH, OW, G } = geo;
   const CG = C / G, COG = CO / G;

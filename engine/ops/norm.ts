@@ -12,9 +12,11 @@ import { planChunks } from '../chunk.js';
 import { sameShape } from '../shape.js';
 import { Tensor } from '../tensor.js';
 import { WG, grid } from '../../kernels/common.js';
-import { NORM_SEQ_LIMIT, NORM_WG, NormVariant, SLOT, normKey, normLayout, normThreads, normWGSL } from '../../kernels/norm.js';
+import { NORM_SEQ_LIMIT, NORM_WG, NormAct, NormVariant, SLOT, normKey, normLayout, normThreads, normWGSL } from '../../kernels/norm.js';
 import { cast } from './elementwise.js';
 import { sum } from './reduce.js';
+
+export type { NormAct };
 
 interface Geometry {
   nrows: number;
@@ -27,7 +29,7 @@ type Role = 'row' | 'stat' | 'chan';
 interface Operand { slot: number; t: Tensor; role: Role }
 
 /** Records one norm kernel over all rows, chunked so that no binding exceeds the limit. */
-function runNorm(v: NormVariant, label: string, geo: Geometry, reads: Operand[], writes: Operand[], affine: { w?: Tensor; b?: Tensor }, eps: number, xType: Tensor['dtype'], gType: Tensor['dtype']): void {
+function runNorm(v: NormVariant, label: string, geo: Geometry, reads: Operand[], writes: Operand[], affine: { w?: Tensor; b?: Tensor }, eps: number, xType: Tensor['dtype'], gType: Tensor['dtype'], act: NormAct): void {
   const dev = writes[0].t.device;
   const all = [...reads, ...writes];
   for (const o of all) if (o.t.device !== dev) throw new Error(`${label}: tensors live on different devices`);
@@ -53,8 +55,11 @@ function runNorm(v: NormVariant, label: string, geo: Geometry, reads: Operand[],
     const wBind = affine.w ? whole(affine.w) : bind(0);
     const bBind = affine.b ? whole(affine.b) : bind(0);
     const readBinds = reads.map((_, k) => bind(k));
+    // The order of kernels/norm.ts's declarations: fwd x, w, b; dx x, g, w, (b), mean, rstd;
+    // partials x, g, (w, b), mean, rstd — the bracketed ones with an activation only.
     if (v === 'fwd') readBinds.push(wBind, bBind);
-    else if (v === 'dx') readBinds.splice(2, 0, wBind);
+    else if (v === 'dx') readBinds.splice(2, 0, ...(act === 'none' ? [wBind] : [wBind, bBind]));
+    else if (act !== 'none') readBinds.splice(2, 0, wBind, bBind);
     const rows = ch.shape[0];
     // fwd/dx: 256/T rows per workgroup; part-wg: a workgroup per output; part-seq: a thread per output.
     const T = v === 'fwd' || v === 'dx' ? normThreads(L) : NORM_WG;
@@ -62,8 +67,8 @@ function runNorm(v: NormVariant, label: string, geo: Geometry, reads: Operand[],
     const ngroups = v === 'part-seq' ? Math.ceil(nout / WG) : v === 'part-wg' ? nout : Math.ceil(rows / (NORM_WG / T));
     dev.dispatch({
       label,
-      key: normKey(v, xType, gType, T),
-      code: () => normWGSL(v, xType, gType, T),
+      key: normKey(v, xType, gType, T, act),
+      code: () => normWGSL(v, xType, gType, T, act),
       reads: readBinds,
       writes: writes.map((_, k) => bind(reads.length + k)),
       params: normLayout.pack({ offs, nrows: rows, row0, groups, cpg, S, len: L, hasw: affine.w ? 1 : 0, hasb: affine.b ? 1 : 0, eps }),
@@ -81,7 +86,7 @@ function checkAffine(op: string, x: Tensor, p: Tensor | undefined, name: string,
 }
 
 /** Shared forward + autograd of both norms. nParam: the length of weight/bias. */
-function normalize(op: string, label: string, x: Tensor, geo: Geometry, weight: Tensor | undefined, bias: Tensor | undefined, eps: number, nParam: number): Tensor {
+function normalize(op: string, label: string, x: Tensor, geo: Geometry, weight: Tensor | undefined, bias: Tensor | undefined, eps: number, nParam: number, act: NormAct = 'none'): Tensor {
   const dev = x.device;
   const y = new Tensor(dev, x.shape, x.dtype);
   if (x.size === 0) return y;
@@ -90,23 +95,29 @@ function normalize(op: string, label: string, x: Tensor, geo: Geometry, weight: 
   try {
     runNorm('fwd', label, geo, [{ slot: SLOT.x, t: x, role: 'row' }],
       [{ slot: SLOT.out, t: y, role: 'row' }, { slot: SLOT.mean, t: mean, role: 'stat' }, { slot: SLOT.rstd, t: rstd, role: 'stat' }],
-      { w: weight, b: bias }, eps, x.dtype, x.dtype);
+      { w: weight, b: bias }, eps, x.dtype, x.dtype, act);
   } catch (e) {
     for (const t of [y, mean, rstd]) t.dispose();
     throw e;
   }
   const inputs = [x, ...(weight ? [weight] : []), ...(bias ? [bias] : [])];
-  const saved = [x, mean, rstd, ...(weight ? [weight] : [])];
-  const out = isGradEnabled() ? record(op, inputs, y, saved, (g, [xs, ms, rs, ws]) => {
+  // Backward through an activation recomputes its input, so it needs the bias as well.
+  const saved = [x, mean, rstd, weight, act === 'none' ? undefined : bias];
+  const out = isGradEnabled() ? record(op, inputs, y, saved.filter((t): t is Tensor => t !== undefined), (g, kept) => {
+    const [xs, ms, rs] = kept;
+    let k = 3;
+    const ws = weight ? kept[k++] : undefined;
+    const bs = act !== 'none' && bias ? kept[k++] : undefined;
     if (!sameShape(g.shape, xs.shape)) throw new Error(`${op} backward: gradient ${g.describe()} does not match input ${xs.describe()}`);
     if (!isFloat(g.dtype)) throw new Error(`${op} backward: gradient ${g.describe()} is not a float tensor`);
     const blabel = `${op} backward(${g.describe()})`;
+    const affine = act === 'none' ? {} : { w: ws, b: bs };
     let dx: Tensor | null = null;
     if (x.requiresGrad) {
       dx = new Tensor(dev, xs.shape, g.dtype);
       runNorm('dx', blabel, geo,
         [{ slot: SLOT.x, t: xs, role: 'row' }, { slot: SLOT.g, t: g, role: 'row' }, { slot: SLOT.mean, t: ms, role: 'stat' }, { slot: SLOT.rstd, t: rs, role: 'stat' }],
-        [{ slot: SLOT.out, t: dx, role: 'row' }], { w: ws }, eps, xs.dtype, g.dtype);
+        [{ slot: SLOT.out, t: dx, role: 'row' }], { w: ws, b: bs }, eps, xs.dtype, g.dtype, act);
     }
     let dw: Tensor | null = null, db: Tensor | null = null;
     if (weight?.requiresGrad || bias?.requiresGrad) {
@@ -115,7 +126,7 @@ function normalize(op: string, label: string, x: Tensor, geo: Geometry, weight: 
       const pb = new Tensor(dev, [geo.nrows / geo.groups, nParam], 'f32');
       runNorm(geo.S <= NORM_SEQ_LIMIT ? 'part-seq' : 'part-wg', blabel, geo,
         [{ slot: SLOT.x, t: xs, role: 'row' }, { slot: SLOT.g, t: g, role: 'row' }, { slot: SLOT.mean, t: ms, role: 'stat' }, { slot: SLOT.rstd, t: rs, role: 'stat' }],
-        [{ slot: SLOT.pw, t: pw, role: 'chan' }, { slot: SLOT.pb, t: pb, role: 'chan' }], {}, eps, xs.dtype, g.dtype);
+        [{ slot: SLOT.pw, t: pw, role: 'chan' }, { slot: SLOT.pb, t: pb, role: 'chan' }], affine, eps, xs.dtype, g.dtype, act);
       const reduceTo = (p: Tensor, like: Tensor) => {
         const s = sum(p, 0);
         if (like.dtype === 'f32') return s;
@@ -139,10 +150,12 @@ function normalize(op: string, label: string, x: Tensor, geo: Geometry, weight: 
  * torch.nn.functional.group_norm: x [N, C, ...spatial] is split into `groups` groups of C/groups
  * channels; each (sample, group) is normalised by its own mean and biased variance over its
  * channels × spatial elements, then scaled by weight [C] and shifted by bias [C] per channel.
- * f16 inputs keep f16 storage (statistics in f32).
+ * f16 inputs keep f16 storage (statistics in f32). `act: 'silu'` returns silu(group_norm(x)) from
+ * the same kernels (see NormAct in kernels/norm.ts).
  */
-export function groupNorm(x: Tensor, groups: number, weight?: Tensor, bias?: Tensor, eps = 1e-5): Tensor {
-  const label = `groupNorm(${x.describe()}, groups=${groups}${weight ? `, weight ${weight.describe()}` : ''}${bias ? `, bias ${bias.describe()}` : ''})`;
+export function groupNorm(x: Tensor, groups: number, weight?: Tensor, bias?: Tensor, eps = 1e-5, act: NormAct = 'none'): Tensor {
+  const label = `groupNorm(${x.describe()}, groups=${groups}${weight ? `, weight ${weight.describe()}` : ''}${bias ? `, bias ${bias.describe()}` : ''}${act === 'none' ? '' : `, then ${act}`})`;
+  if (act !== 'none' && act !== 'silu') throw new Error(`${label}: act must be 'none' or 'silu', not ${JSON.stringify(act)}`);
   if (!isFloat(x.dtype)) throw new Error(`${label}: input is not a float tensor`);
   if (x.rank < 2) throw new Error(`${label}: input must be [N, C, ...spatial]`);
   const C = x.shape[1];
@@ -151,7 +164,7 @@ export function groupNorm(x: Tensor, groups: number, weight?: Tensor, bias?: Ten
   checkAffine('groupNorm', x, weight, 'weight', C);
   checkAffine('groupNorm', x, bias, 'bias', C);
   const S = x.shape.slice(2).reduce((a, b) => a * b, 1);
-  return normalize('groupNorm', label, x, { nrows: x.shape[0] * groups, groups, cpg: C / groups, S }, weight, bias, eps, C);
+  return normalize(act === 'none' ? 'groupNorm' : `groupNorm+${act}`, label, x, { nrows: x.shape[0] * groups, groups, cpg: C / groups, S }, weight, bias, eps, C, act);
 }
 
 /**
