@@ -7,8 +7,6 @@
 // 128→128 at 512×512 (the VAE's outermost blocks). Every timed iteration waits for the GPU.
 // GFLOP/s counts 2·N·Cout·OH·OW·Cin·kh·kw per pass (forward + backward = 3 passes: out, dx, dw).
 
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { dirname } from 'node:path';
 import { Bench } from 'tinybench';
 import { backward } from '../engine/autograd.js';
 import type { Device } from '../engine/device.js';
@@ -18,7 +16,9 @@ import { Tensor } from '../engine/tensor.js';
 import { conv2d, randomUniform } from '../engine/ops/index.js';
 import { kernelFamily } from '../engine/kernel-family.js';
 import { isSoftwareName } from './matmul.js';
-import { setupTfjs } from './tfjs.js';
+import { writeResults } from './results.js';
+import { setupTfjs, timeTfjs } from './tfjs.js';
+import { benchOptions, medianMs } from './timing.js';
 
 export interface ConvBenchOptions {
   /** Image sides H = W to run every channel configuration at (default: per device, see above). */
@@ -67,20 +67,6 @@ function defaultShapes(software: boolean, sizes?: number[]): ConvShape[] {
     : [{ n: 2, cin: 320, cout: 320, h: 64, w: 64, k: 3 }, { n: 1, cin: 128, cout: 128, h: 512, w: 512, k: 3 }];
 }
 
-/** Median ms of a completed tinybench task. */
-export function medianMs(task: Bench['tasks'][number]): { ms: number; samples: number } {
-  const r = task.result;
-  if (r.state !== 'completed') throw new Error(`bench ${task.name} did not complete (${r.state})${r.state === 'errored' ? `: ${r.error.message}` : ''}`);
-  return { ms: r.latency.p50, samples: r.latency.samplesCount };
-}
-
-/** Iteration counts; a software adapter takes seconds per pass, so it gets a fixed few. */
-export function benchOptions(quick: boolean, software: boolean) {
-  if (quick) return { iterations: 2, time: 100, warmupIterations: 1, warmupTime: 0 };
-  if (software) return { iterations: 3, time: 0, warmupIterations: 1, warmupTime: 0 };
-  return { iterations: 5, time: 1000, warmupIterations: 2, warmupTime: 100 };
-}
-
 const pad = (s: string, w: number) => s.padStart(w);
 const fmtG = (x: number) => (x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2));
 
@@ -107,14 +93,8 @@ export async function runConvBench(dev: Device, opts: ConvBenchOptions = {}): Pr
       const { tf } = tfjs;
       const tx = tf.randomUniform([sh.n, sh.h, sh.w, sh.cin], -1, 1) as import('@tensorflow/tfjs-core').Tensor4D;
       const tw = tf.randomUniform([sh.k, sh.k, sh.cin, sh.cout], -0.05, 0.05) as import('@tensorflow/tfjs-core').Tensor4D;
-      const tb = new Bench({ name: 'tfjs conv2d', ...benchOptions(quick, software) });
-      tb.add('tfjs fwd', async () => {
-        const y = tf.conv2d(tx, tw, stride, padding === 0 ? 'valid' : [[0, 0], [padding, padding], [padding, padding], [0, 0]]);
-        await tfjs.sync();
-        y.dispose();
-      });
-      await tb.run();
-      tfMs = medianMs(tb.tasks[0]).ms;
+      const pads: [[number, number], [number, number], [number, number], [number, number]] = [[0, 0], [padding, padding], [padding, padding], [0, 0]];
+      tfMs = await timeTfjs(tfjs, 'conv2d fwd', benchOptions(quick, software), () => tf.conv2d(tx, tw, stride, padding === 0 ? 'valid' : pads));
       tx.dispose(); tw.dispose();
     }
     for (const dtype of dtypes) {
@@ -151,9 +131,6 @@ export async function runConvBench(dev: Device, opts: ConvBenchOptions = {}): Pr
     }
   }
   const report: ConvReport = { bench: 'conv2d', date: new Date().toISOString(), adapter: dev.adapterName, software, quick, rows };
-  const out = opts.out ?? 'bench-results/conv2d.json';
-  mkdirSync(dirname(out), { recursive: true });
-  writeFileSync(out, JSON.stringify(report, null, 2) + '\n');
-  log(`\nresults written to ${out}`);
+  writeResults('conv2d', opts.out, report, log);
   return report;
 }

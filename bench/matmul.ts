@@ -3,14 +3,14 @@
 // Every timed iteration waits for the GPU to finish (device.sync() for ours, submit plus
 // onSubmittedWorkDone for TF.js), so the figures are completed products, not recorded commands.
 
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { dirname } from 'node:path';
 import { Bench } from 'tinybench';
 import type { Device } from '../engine/device.js';
 import { DType } from '../engine/dtype.js';
 import { isSoftwareAdapterName } from '../engine/kernel-family.js';
 import { Tensor, tensor } from '../engine/tensor.js';
 import { matmul } from '../engine/ops/matmul.js';
+import { maxRelDiff } from './compare.js';
+import { writeResults } from './results.js';
 import { setupTfjs } from './tfjs.js';
 
 export interface MatmulBenchOptions {
@@ -80,15 +80,6 @@ function timing(n: number, task: Bench['tasks'][number]): Timing {
   }
   const medianMs = r.latency.p50;
   return { medianMs, meanMs: r.latency.mean, samples: r.latency.samplesCount, gflops: (2 * n ** 3) / (medianMs * 1e6) };
-}
-
-function maxRelDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let diff = 0, scale = 0;
-  for (let i = 0; i < b.length; i++) {
-    diff = Math.max(diff, Math.abs(a[i] - b[i]));
-    scale = Math.max(scale, Math.abs(b[i]));
-  }
-  return scale ? diff / scale : diff;
 }
 
 const pad = (s: string, w: number) => s.padStart(w);
@@ -172,9 +163,6 @@ export async function runMatmulBench(dev: Device, opts: MatmulBenchOptions = {})
     tfjs: tfjsNote,
     rows,
   };
-  const out = opts.out ?? 'bench-results/matmul.json';
-  mkdirSync(dirname(out), { recursive: true });
-  writeFileSync(out, JSON.stringify(report, null, 2) + '\n');
-  log(`\nresults written to ${out}`);
+  writeResults('matmul', opts.out, report, log);
   return report;
 }

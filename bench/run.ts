@@ -8,6 +8,7 @@ import { runConvBench } from './conv2d.js';
 import { runMatmulBench } from './matmul.js';
 import { runNormBench } from './norm.js';
 import { runModelsBench } from './models.js';
+import { runSoftmaxBench } from './softmax.js';
 import { runUnetStepBench } from './unet-step.js';
 
 const BENCHES = {
@@ -15,6 +16,7 @@ const BENCHES = {
   conv2d: runConvBench,
   norm: runNormBench,
   attention: runAttentionBench,
+  softmax: runSoftmaxBench,
   models: runModelsBench, // SD networks at tiny/small; SD v1 size on a GPU: node dist/bench/models.js --sd-v1
   'unet-step': runUnetStepBench, // the small UNet's training step at batch 32 (samples/s)
 } as const;
@@ -23,6 +25,7 @@ type Name = keyof typeof BENCHES;
 const USAGE = `usage: node dist/bench/run.js [${Object.keys(BENCHES).join('|')}...] [--sizes 256,512,1024] [--quick] [--out FILE]
   --sizes  matmul: comma-separated N for N×N×N products (default 256,512,1024,2048; 1024 at most on a software adapter);
            conv2d, norm: image sides H = W (default: SD shapes scaled to the device)
+           (attention, softmax: fixed shapes per device)
   --quick  fewer iterations
   --out    JSON results file (default bench-results/<bench>.json)`;
 

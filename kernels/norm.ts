@@ -24,6 +24,8 @@ import { SIGMOID } from './math.js';
 export const NORM_WG = 256;
 /** Weight partials over at most this many spatial elements run one thread per output. */
 export const NORM_SEQ_LIMIT = 64;
+/** On software adapters, rows (and weight partials) up to this length take one thread each. */
+export const NORM_SOFTWARE_SEQ = 4096;
 
 /** Element offsets within each bound window, by slot. */
 export const SLOT = { x: 0, g: 1, out: 2, mean: 3, rstd: 4, pw: 5, pb: 6 } as const;

@@ -7,7 +7,7 @@
 //
 // Numerics: f32 throughout (f16 is loaded into f32 and rounded on store); the row max is
 // subtracted before exp. Batch independence: the reduction order of a row depends only on L —
-// 'seq' (L ≤ SOFTMAX_SEQ_LIMIT): one thread per row, in index order; 'wg': one workgroup per row,
+// 'seq' (L ≤ SOFTMAX_SEQ_LIMIT, any L on software adapters): one thread per row, in index order; 'wg': one workgroup per row,
 // thread t takes elements t, t+256, ..., then a fixed tree.
 
 import { DType } from '../engine/dtype.js';

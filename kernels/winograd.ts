@@ -9,6 +9,10 @@
 //   product  M[e] = U[e] · V[e]       (engine/ops/matmul.ts, batched over the 16 e)
 //   output   y[p, tile] = Aᵀ M[·, p, col] A + bias[p], the 2×2 outputs inside the image
 //
+// The weight gradient runs the same algebra backwards: with the output gradient's tiles
+// Z[e, p, col] = (A dY Aᵀ)[e] (dY zero outside the image), S[e] = Z[e] · V[e]ᵀ sums over the
+// columns (samples and tiles), and dW[p, q] = Gᵀ S[·, p, q] G.
+//
 // Columns are (sample, tile) pairs, so a sample's outputs depend only on its own columns and the
 // product's fixed reduction over q: bit-identical alone or in any batch. All arithmetic is f32
 // (f16 tensors are read as f32 and rounded once, on the final store).
@@ -36,7 +40,7 @@ export const winogradLayout = new ParamLayout([
   { name: 'hasb', type: 'u32' },
 ]);
 
-export type WinogradKernel = 'weights-fwd' | 'weights-dx' | 'input' | 'output';
+export type WinogradKernel = 'weights-fwd' | 'weights-dx' | 'input' | 'output' | 'grad' | 'weights-grad';
 
 export const winogradKey = (k: WinogradKernel, dtype: DType) => `winograd:${k}:${dtype}`;
 
@@ -70,6 +74,9 @@ function rightMulT(R: number[][], inp: (r: number, k: number) => string, out: st
 const BT = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]];
 const GM = [[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]];
 const AT = [[1, 1, 1, 0], [0, 1, -1, -1]];
+const transpose = (m: number[][]) => m[0].map((_, c) => m.map((row) => row[c]));
+const AM = transpose(AT);
+const GT = transpose(GM);
 
 export function winogradWGSL(k: WinogradKernel, dtype: DType): string {
   const L: string[] = [f16Enable(dtype)];
@@ -112,6 +119,42 @@ export function winogradWGSL(k: WinogradKernel, dtype: DType): string {
     L.push(...leftMul(BT, (kk, c) => `d${kk}_${c}`, 't', 4));
     L.push(...rightMulT(BT, (r, kk) => `t${r}_${kk}`, 'v', 4));
     for (const r of idx(4)) for (const c of idx(4)) L.push(`  V[(${r * 4 + c}u * P.Q + q) * P.cols + col] = v${r}_${c};`);
+    L.push('}');
+    return L.join('\n') + '\n';
+  }
+  if (k === 'grad') {
+    L.push(declareBindings([{ name: 'g', type: dtype }], [{ name: 'Z', type: 'f32' }], winogradLayout));
+    L.push(MAIN_1D());
+    L.push(`  let i = gid * 256u + lid;
+  if (i >= P.total) { return; }
+  let p = i / P.cols;
+  let col = i % P.cols;
+  let n = col / P.T;
+  let t = col % P.T;
+  let oy = (t / P.TW) * 2u;
+  let ox = (t % P.TW) * 2u;
+  let img = P.off + (n * P.P + p) * P.OH * P.OW;`);
+    for (const r of idx(2)) for (const c of idx(2)) {
+      L.push(`  let ok${r}_${c} = oy + ${r}u < P.OH && ox + ${c}u < P.OW;`);
+      L.push(`  let d${r}_${c} = select(0.0, f32(g[img + select(0u, (oy + ${r}u) * P.OW + ox + ${c}u, ok${r}_${c})]), ok${r}_${c});`);
+    }
+    L.push(...leftMul(AM, (kk, c) => `d${kk}_${c}`, 't', 2));
+    L.push(...rightMulT(AM, (r, kk) => `t${r}_${kk}`, 'z', 4));
+    for (const r of idx(4)) for (const c of idx(4)) L.push(`  Z[(${r * 4 + c}u * P.P + p) * P.cols + col] = z${r}_${c};`);
+    L.push('}');
+    return L.join('\n') + '\n';
+  }
+  if (k === 'weights-grad') {
+    L.push(declareBindings([{ name: 'S', type: 'f32' }], [{ name: 'dw', type: 'f32' }], winogradLayout));
+    L.push(MAIN_1D());
+    L.push(`  let i = gid * 256u + lid;
+  if (i >= P.total) { return; }
+  let p = i / P.Q;
+  let q = i % P.Q;`);
+    for (const r of idx(4)) for (const c of idx(4)) L.push(`  let s${r}_${c} = S[(${r * 4 + c}u * P.P + p) * P.Q + q];`);
+    L.push(...leftMul(GT, (kk, c) => `s${kk}_${c}`, 't', 4));
+    L.push(...rightMulT(GT, (r, kk) => `t${r}_${kk}`, 'w', 3));
+    for (const r of idx(3)) for (const c of idx(3)) L.push(`  dw[(p * P.Q + q) * 9u + ${r * 3 + c}u] = w${r}_${c};`);
     L.push('}');
     return L.join('\n') + '\n';
   }

@@ -412,12 +412,13 @@ s('Winograd: a sample alone, in a batch, and in chunks of a lowered binding limi
     const run = async (n0: number, n: number) => {
       const xs = [n, ...c.x.slice(1)], gs = [n, ...outShape(c).slice(1)];
       const per = sizeOf(c.x) / 5, gper = sizeOf(outShape(c)) / 5;
-      const tx = tensor(X.slice(n0 * per, (n0 + n) * per), xs).requireGrad();
-      const out = conv2d(tx, tensor(W, c.w), tensor(B, [6]), c.opts);
+      const tx = tensor(X.slice(n0 * per, (n0 + n) * per), xs).requireGrad(), tw = tensor(W, c.w).requireGrad();
+      const out = conv2d(tx, tw, tensor(B, [6]), c.opts);
       backward(out, { grad: tensor(G.slice(n0 * gper, (n0 + n) * gper), gs) });
-      return [bits(await out.data()), bits(await tx.grad!.data())];
+      return [bits(await out.data()), bits(await tx.grad!.data()), Array.from(await tw.grad!.data())];
     };
-    const [yAll, dxAll] = await run(0, 5);
+    const [yAll, dxAll, dwAll] = await run(0, 5);
+    assertClose(dwAll, refBackward(c, X.slice(), W, G)[1], 1e-5, 1e-5, 'dw (Winograd) vs float64');
     const [yOne, dxOne] = await run(3, 1);
     const yper = sizeOf(outShape(c)) / 5, xper = sizeOf(c.x) / 5;
     assert.equal(yOne, yAll.slice(3 * yper, 4 * yper), 'forward alone = in batch');
@@ -426,7 +427,9 @@ s('Winograd: a sample alone, in a batch, and in chunks of a lowered binding limi
     dev.maxBindingBytes = 8192;
     assert.ok(winogradApplies('fwd', geo(c), dev), 'still Winograd at the lowered limit');
     const n0 = dev.dispatchCount;
-    const [yCh, dxCh] = await run(0, 5);
+    const [yCh, dxCh, dwCh] = await run(0, 5);
+    // dw sums over the batch: chunks group the sum differently (close, not bit-equal).
+    assertClose(dwCh, dwAll, 1e-5, 1e-5, 'dw chunked');
     assert.ok(dev.dispatchCount - n0 > 12, 'chunked into several passes');
     assert.equal(yCh, yAll, 'forward chunked');
     assert.equal(dxCh, dxAll, 'dx chunked');

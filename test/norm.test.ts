@@ -5,6 +5,18 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as E from '../engine/index.js';
 import { assertClose, assertThrows, dot, finiteDiff, randArray, randTensor, testDevice } from './helpers.js';
+import { KernelFamily, kernelFamilyOverride } from '../engine/kernel-family.js';
+
+/** Runs fn under each kernel family (software adapters give a row of ≤ 4096 one thread; GPUs a
+ *  tree of threads), so CI on a software device covers both. */
+async function underEachFamily(fn: () => Promise<void>): Promise<void> {
+  const before = kernelFamilyOverride.family;
+  try {
+    for (const family of ['software', 'gpu'] as KernelFamily[]) { kernelFamilyOverride.family = family; await fn(); }
+  } finally {
+    kernelFamilyOverride.family = before;
+  }
+}
 
 const dev = await testDevice();
 const s = suite('norm');
@@ -73,7 +85,7 @@ const GN_CASES: [number[], number][] = [
   [[3, 5, 1, 1], 5], [[3, 6, 11], 3], [[1, 5, 11], 5], [[3, 6], 2], [[2, 4, 30, 30], 2],
 ];
 
-s('groupNorm forward (with and without affine) vs float64', async () => {
+s('groupNorm forward (with and without affine) vs float64, both kernel families', async () => underEachFamily(async () => {
   let seed = 10;
   for (const [shape, groups] of GN_CASES) {
     const C = shape[1];
@@ -90,9 +102,9 @@ s('groupNorm forward (with and without affine) vs float64', async () => {
   assertClose(await E.groupNorm(X.t, 2, W.t).data(), refNorm(X.x, geo, W.x).y, 2e-5, 2e-5, 'weight only');
   assertClose(await E.groupNorm(X.t, 2, undefined, B.t).data(), refNorm(X.x, geo, undefined, B.x).y, 2e-5, 2e-5, 'bias only');
   assertClose(await E.groupNorm(X.t, 2, W.t, B.t, 0.3).data(), refNorm(X.x, geo, W.x, B.x, 0.3).y, 2e-5, 2e-5, 'eps 0.3');
-});
+}));
 
-s('layerNorm forward vs float64 (D = 1, 7, 300, leading dims)', async () => {
+s('layerNorm forward vs float64 (D = 1, 7, 300, leading dims), both kernel families', async () => underEachFamily(async () => {
   let seed = 200;
   for (const shape of [[4, 1], [2, 3, 7], [5, 300], [300], [2, 1, 3, 7]]) {
     const D = shape[shape.length - 1];
@@ -101,7 +113,7 @@ s('layerNorm forward vs float64 (D = 1, 7, 300, leading dims)', async () => {
     assertClose(await E.layerNorm(X.t, W.t, B.t).data(), refNorm(X.x, geo, W.x, B.x).y, 2e-5, 2e-5, `layerNorm ${shape}`);
     assertClose(await E.layerNorm(X.t).data(), refNorm(X.x, geo).y, 2e-5, 2e-5, `layerNorm no affine ${shape}`);
   }
-});
+}));
 
 s('stable for a large mean (1e4 + noise); eps keeps a constant input finite', async () => {
   const shape = [2, 4, 5, 5];
@@ -153,7 +165,7 @@ async function checkBackward(kind: 'gn' | 'ln', shape: number[], groups: number,
   }
 }
 
-s('groupNorm and layerNorm backward vs analytic float64 (dx, dweight, dbias)', async () => {
+s('groupNorm and layerNorm backward vs analytic float64 (dx, dweight, dbias), both kernel families', async () => underEachFamily(async () => {
   await checkBackward('gn', [3, 6, 7, 3], 3, true, 500);
   await checkBackward('gn', [1, 5, 11], 5, true, 510);
   await checkBackward('gn', [2, 4, 9, 9], 2, true, 520); // S = 81: workgroup partials
@@ -163,7 +175,7 @@ s('groupNorm and layerNorm backward vs analytic float64 (dx, dweight, dbias)', a
   await checkBackward('ln', [4, 300], 1, true, 560);
   await checkBackward('ln', [3, 1], 1, true, 570);
   await checkBackward('ln', [5, 7], 1, false, 580);
-});
+}));
 
 s('f16 storage: forward and backward within f16 tolerances', async () => {
   if (!dev.hasF16) return;

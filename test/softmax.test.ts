@@ -6,6 +6,18 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as E from '../engine/index.js';
 import { assertClose, assertThrows, dot, finiteDiff, randArray, randTensor, testDevice } from './helpers.js';
+import { KernelFamily, kernelFamilyOverride } from '../engine/kernel-family.js';
+
+/** Runs fn under each kernel family (software adapters walk every row in one thread; GPUs use a
+ *  workgroup per row above 64), so CI on a software device covers both. */
+async function underEachFamily(fn: (family: KernelFamily) => Promise<void>): Promise<void> {
+  const before = kernelFamilyOverride.family;
+  try {
+    for (const family of ['software', 'gpu'] as KernelFamily[]) { kernelFamilyOverride.family = family; await fn(family); }
+  } finally {
+    kernelFamilyOverride.family = before;
+  }
+}
 
 const dev = await testDevice();
 const s = suite('softmax');
@@ -49,13 +61,13 @@ const CASES: [number[], number][] = [
   [[4, 257], -1], [[7, 64], 1], [[3, 65], 1], [[2, 1], 1], [[3, 130, 2], 1],
 ];
 
-s('forward against float64, any axis; large inputs need the max subtracted', async () => {
+s('forward against float64, any axis; large inputs need the max subtracted (both kernel families)', async () => underEachFamily(async (family) => {
   for (const [shape, axis] of CASES) {
     const a = axis < 0 ? axis + shape.length : axis;
     // Up to ±100: exp would overflow f32 without the max shift.
     const X = randTensor(shape, 3, -100, 100);
-    assertClose(await E.softmax(X.t, axis).data(), refSoftmax(X.x, shape, a, false), 1e-5, 1e-7, `softmax ${shape} axis ${axis}`);
-    assertClose(await E.logSoftmax(X.t, axis).data(), refSoftmax(X.x, shape, a, true), 1e-6, 2e-5, `logSoftmax ${shape} axis ${axis}`);
+    assertClose(await E.softmax(X.t, axis).data(), refSoftmax(X.x, shape, a, false), 1e-5, 1e-7, `${family}: softmax ${shape} axis ${axis}`);
+    assertClose(await E.logSoftmax(X.t, axis).data(), refSoftmax(X.x, shape, a, true), 1e-6, 2e-5, `${family}: logSoftmax ${shape} axis ${axis}`);
     const Y = randTensor(shape, 4, -2, 2);
     assertClose(await E.softmax(Y.t, axis).data(), refSoftmax(Y.x, shape, a, false), 1e-5, 1e-7, `softmax small ${shape} axis ${axis}`);
   }
@@ -65,7 +77,7 @@ s('forward against float64, any axis; large inputs need the max subtracted', asy
   // Very negative entries (masking) get zero probability.
   const m = E.tensor([0, -1e30, 1, -1e30], [1, 4]);
   assertClose(await E.softmax(m).data(), refSoftmax(Float64Array.from([0, -1e30, 1, -1e30]), [1, 4], 1, false), 1e-6, 1e-7);
-});
+}));
 
 s('reference backward agrees with finite differences', () => {
   const shape = [2, 5], x = randArray(10, 7, -2, 2), w = randArray(10, 8);
@@ -75,7 +87,7 @@ s('reference backward agrees with finite differences', () => {
   }
 });
 
-s('backward against the analytic float64 backward', async () => {
+s('backward against the analytic float64 backward (both kernel families)', async () => underEachFamily(async (family) => {
   for (const [shape, axis] of CASES) {
     const a = axis < 0 ? axis + shape.length : axis;
     for (const log of [false, true]) {
@@ -85,7 +97,7 @@ s('backward against the analytic float64 backward', async () => {
       const y = log ? E.logSoftmax(X.t, axis) : E.softmax(X.t, axis);
       E.backward(y, { grad: G.t });
       const ref = refGrad(refSoftmax(X.x, shape, a, log), G.x, shape, a, log);
-      assertClose(await X.t.grad!.data(), ref, 1e-4, 1e-6, `${log ? 'logSoftmax' : 'softmax'} grad ${shape} axis ${axis}`);
+      assertClose(await X.t.grad!.data(), ref, 1e-4, 1e-6, `${family}: ${log ? 'logSoftmax' : 'softmax'} grad ${shape} axis ${axis}`);
     }
   }
   // Composed with a loss: d/dx Σ log_softmax(x)[target] = onehot − softmax.
@@ -94,8 +106,8 @@ s('backward against the analytic float64 backward', async () => {
   const onehot = new Float64Array(240); onehot[5] = 1; onehot[80 + 79] = 1; onehot[160] = 1;
   E.backward(E.sum(E.mul(E.logSoftmax(X.t), E.tensor(onehot, [3, 80]))));
   const sm = refSoftmax(X.x, [3, 80], 1, false);
-  assertClose(await X.t.grad!.data(), onehot.map((o, i) => o - sm[i]), 1e-5, 1e-6, 'cross-entropy gradient');
-});
+  assertClose(await X.t.grad!.data(), onehot.map((o, i) => o - sm[i]), 1e-5, 1e-6, `${family}: cross-entropy gradient`);
+}));
 
 s('f16 storage: f32 arithmetic, rounded on store', async () => {
   if (!dev.hasF16) return;

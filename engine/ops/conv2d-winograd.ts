@@ -1,18 +1,19 @@
-// conv2d forward and input gradient as Winograd F(2×2, 3×3) on software adapters (the kernels
-// and the algebra: kernels/winograd.ts). Applies to 3×3 kernels with stride 1, dilation 1, one
+// conv2d forward, input gradient and weight gradient as Winograd F(2×2, 3×3) on software
+// adapters (the kernels and the algebra: kernels/winograd.ts). Applies to 3×3 kernels with stride 1, dilation 1, one
 // group and padding ≤ 2 on each side (the input gradient is then the stride-1 convolution of the
 // output gradient with the rotated kernel and padding 2 − p); everything else, and a sample whose
 // transformed input would not fit one binding, takes the direct kernels. The choice depends on
 // the convolution's kind and the per-sample size only, never on the batch, so a sample gives the
 // same bits alone or in a batch.
 
-import type { Device } from '../device.js';
+import type { Binding, Device } from '../device.js';
 import { bindingWindow } from '../chunk.js';
 import { bytesOf } from '../dtype.js';
 import { kernelFamily } from '../kernel-family.js';
 import { Tensor } from '../tensor.js';
 import { WG, grid } from '../../kernels/common.js';
 import { WinogradKernel, winogradKey, winogradLayout, winogradWGSL } from '../../kernels/winograd.js';
+import { add } from './elementwise.js';
 import { matmul } from './matmul.js';
 import type { Conv2dGeometry } from './conv2d.js';
 
@@ -54,13 +55,41 @@ function enabled(): boolean {
 
 /** Whether this pass runs as Winograd on this device (see the file comment). */
 export function winogradApplies(mode: 'fwd' | 'dx' | 'dw', geo: Conv2dGeometry, dev: Device): boolean {
-  if (mode === 'dw' || kernelFamily(dev) !== 'software' || !enabled()) return false;
+  if (kernelFamily(dev) !== 'software' || !enabled()) return false;
   const { KH, KW, SH, SW, DH, DW, G, PT, PB, PL, PR } = geo;
   if (KH !== 3 || KW !== 3 || SH !== 1 || SW !== 1 || DH !== 1 || DW !== 1 || G !== 1) return false;
   if (Math.max(PT, PB, PL, PR) > 2) return false;
-  const p = passOf(mode, geo);
+  // The weight gradient works on the forward pass's tiles.
+  const p = passOf(mode === 'dw' ? 'fwd' : mode, geo);
   const limit = dev.maxBindingBytes - dev.limits.minStorageBufferOffsetAlignment - 4;
   return 16 * p.P * p.Q * 4 <= limit && perSample(p).every((n) => n * 4 <= limit);
+}
+
+/** Records one Winograd kernel over `total` threads. */
+function runKernel(dev: Device, label: string, k: WinogradKernel, dtype: Tensor['dtype'], p: Pass, reads: Binding[], writes: Binding[], values: Record<string, number>): void {
+  dev.dispatch({
+    label: `${label} (winograd ${k})`,
+    key: winogradKey(k, dtype),
+    code: () => winogradWGSL(k, dtype),
+    reads,
+    writes,
+    params: winogradLayout.pack({ P: p.P, Q: p.Q, H: p.H, W: p.W, OH: p.OH, OW: p.OW, TW: Math.ceil(p.OW / 2), T: tilesOf(p), PT: p.PT, PL: p.PL, ...values }),
+    groups: grid(Math.ceil(values.total / WG), dev.limits.maxComputeWorkgroupsPerDimension),
+  });
+}
+
+const whole = (t: Tensor, label: string): Binding => ({ buffer: t.buffer(label), offset: 0, size: Math.max(4, Math.ceil(t.bytes / 4) * 4) });
+
+/** Samples per chunk so that every per-sample operand of the pass fits one binding. */
+function samplesPerChunk(dev: Device, p: Pass, N: number): number {
+  const limit = dev.maxBindingBytes - dev.limits.minStorageBufferOffsetAlignment - 4;
+  return Math.max(1, Math.min(N, ...perSample(p).map((n) => Math.floor(limit / (n * 4)))));
+}
+
+/** The window of samples [s0, s0 + n) of an [N, per] tensor. */
+function sampleWindow(dev: Device, t: Tensor, per: number, s0: number, n: number, label: string): { binding: Binding; offset: number } {
+  const w = bindingWindow({ elementBytes: bytesOf(t.dtype), bufferBytes: t.buffer(label).size }, s0 * per, n * per, dev.limits.minStorageBufferOffsetAlignment);
+  return { binding: { buffer: t.buffer(label), offset: w.windowOffset, size: w.windowSize }, offset: w.offset };
 }
 
 /**
@@ -71,44 +100,58 @@ export function runWinograd(mode: 'fwd' | 'dx', geo: Conv2dGeometry, src: Tensor
   const dev = out.device;
   const p = passOf(mode, geo);
   const dtype = src.dtype;
-  const T = tilesOf(p), TW = Math.ceil(p.OW / 2);
-  const align = dev.limits.minStorageBufferOffsetAlignment;
-  const limit = dev.maxBindingBytes - align - 4;
-  const ns = Math.max(1, Math.min(geo.N, ...perSample(p).map((n) => Math.floor(limit / (n * 4)))));
-  const maxG = dev.limits.maxComputeWorkgroupsPerDimension;
-  const whole = (t: Tensor) => ({ buffer: t.buffer(label), offset: 0, size: Math.max(4, Math.ceil(t.bytes / 4) * 4) });
-  const run = (k: WinogradKernel, reads: GPUBufferBinding[], writes: GPUBufferBinding[], values: Record<string, number>) => {
-    dev.dispatch({
-      label: `${label} (winograd ${k})`,
-      key: winogradKey(k, dtype),
-      code: () => winogradWGSL(k, dtype),
-      reads: reads as { buffer: GPUBuffer; offset: number; size: number }[],
-      writes: writes as { buffer: GPUBuffer; offset: number; size: number }[],
-      params: winogradLayout.pack({ P: p.P, Q: p.Q, H: p.H, W: p.W, OH: p.OH, OW: p.OW, TW, T, PT: p.PT, PL: p.PL, ...values }),
-      groups: grid(Math.ceil(values.total / WG), maxG),
-    });
-  };
+  const T = tilesOf(p);
+  const ns = samplesPerChunk(dev, p, geo.N);
+  const [inPer, , , outPer] = perSample(p);
   const U = new Tensor(dev, [16, p.P, p.Q], 'f32');
   const temps: Tensor[] = [U];
   try {
-    run(mode === 'fwd' ? 'weights-fwd' : 'weights-dx', [whole(w)], [whole(U)], { total: p.P * p.Q });
-    const [inPer, , , outPer] = perSample(p);
-    const eb = bytesOf(dtype);
+    runKernel(dev, label, mode === 'fwd' ? 'weights-fwd' : 'weights-dx', dtype, p, [whole(w, label)], [whole(U, label)], { total: p.P * p.Q });
     for (let s0 = 0; s0 < geo.N; s0 += ns) {
       const n = Math.min(ns, geo.N - s0), cols = n * T;
-      const inWin = bindingWindow({ elementBytes: eb, bufferBytes: src.buffer(label).size }, s0 * inPer, n * inPer, align);
-      const outWin = bindingWindow({ elementBytes: eb, bufferBytes: out.buffer(label).size }, s0 * outPer, n * outPer, align);
+      const inWin = sampleWindow(dev, src, inPer, s0, n, label), outWin = sampleWindow(dev, out, outPer, s0, n, label);
       const V = new Tensor(dev, [16, p.Q, cols], 'f32');
       temps.push(V);
-      run('input', [{ buffer: src.buffer(label), offset: inWin.windowOffset, size: inWin.windowSize }], [whole(V)], { total: p.Q * cols, cols, off: inWin.offset });
+      runKernel(dev, label, 'input', dtype, p, [inWin.binding], [whole(V, label)], { total: p.Q * cols, cols, off: inWin.offset });
       const M = matmul(U, V);
       temps.push(M);
       // No bias: bind M again in its place (never read; hasb = 0).
-      run('output', [whole(M), bias ? whole(bias) : whole(M)], [{ buffer: out.buffer(label), offset: outWin.windowOffset, size: outWin.windowSize }],
-        { total: p.P * cols, cols, off: outWin.offset, hasb: bias ? 1 : 0 });
+      runKernel(dev, label, 'output', dtype, p, [whole(M, label), whole(bias ?? M, label)], [outWin.binding], { total: p.P * cols, cols, off: outWin.offset, hasb: bias ? 1 : 0 });
     }
   } finally {
     // Recorded work runs in order, so pooled buffers reused by later dispatches are safe.
+    for (const t of temps) t.dispose();
+  }
+}
+
+/**
+ * Records the weight gradient dw [Cout, Cin, 3, 3] (f32) of x and the output gradient g: the sum
+ * over all samples and tiles, chunk after chunk in sample order (a fixed order for a given
+ * binding limit). The caller checked winogradApplies('dw', ...).
+ */
+export function runWinogradWeightGrad(geo: Conv2dGeometry, g: Tensor, x: Tensor, dw: Tensor, label: string): void {
+  const dev = dw.device;
+  const p = passOf('fwd', geo);
+  const dtype = x.dtype;
+  const T = tilesOf(p);
+  const ns = samplesPerChunk(dev, p, geo.N);
+  const [inPer, , , outPer] = perSample(p);
+  const temps: Tensor[] = [];
+  let S: Tensor | null = null;
+  try {
+    for (let s0 = 0; s0 < geo.N; s0 += ns) {
+      const n = Math.min(ns, geo.N - s0), cols = n * T;
+      const xWin = sampleWindow(dev, x, inPer, s0, n, label), gWin = sampleWindow(dev, g, outPer, s0, n, label);
+      const V = new Tensor(dev, [16, p.Q, cols], 'f32'), Z = new Tensor(dev, [16, p.P, cols], 'f32');
+      temps.push(V, Z);
+      runKernel(dev, label, 'input', dtype, p, [xWin.binding], [whole(V, label)], { total: p.Q * cols, cols, off: xWin.offset });
+      runKernel(dev, label, 'grad', dtype, p, [gWin.binding], [whole(Z, label)], { total: p.P * cols, cols, off: gWin.offset });
+      const part = matmul(Z, V, { transB: true });
+      if (S) { const sum = add(S, part); temps.push(S, part); S = sum; } else S = part;
+    }
+    runKernel(dev, label, 'weights-grad', dtype, p, [whole(S!, label)], [whole(dw, label)], { total: p.P * p.Q });
+  } finally {
+    if (S) temps.push(S);
     for (const t of temps) t.dispose();
   }
 }

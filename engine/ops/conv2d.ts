@@ -18,7 +18,7 @@ import { CONV_SHARED_BYTES, CONV_THREADS, CONV_TILE, ConvMode, convKey, convLayo
 import { CONV_RB_TILE, convRbKey, convRbWGSL } from '../../kernels/conv2d-rb.js';
 import { kernelFamily } from '../kernel-family.js';
 import { planBands } from './conv2d-bands.js';
-import { runWinograd, winogradApplies } from './conv2d-winograd.js';
+import { runWinograd, runWinogradWeightGrad, winogradApplies } from './conv2d-winograd.js';
 import { cast } from './elementwise.js';
 import { full } from './movement.js';
 import { sum } from './reduce.js';
@@ -253,8 +253,9 @@ function runConv(mode: ConvMode, geo: Conv2dGeometry, inputs: (Tensor | null)[],
   if (!software && (CONV_SHARED_BYTES > dev.limits.maxComputeWorkgroupStorageSize || CONV_THREADS > dev.limits.maxComputeInvocationsPerWorkgroup)) {
     throw new Error(`${label}: the conv2d kernel needs ${CONV_SHARED_BYTES} bytes of workgroup memory and ${CONV_THREADS} threads; this device allows ${dev.limits.maxComputeWorkgroupStorageSize} and ${dev.limits.maxComputeInvocationsPerWorkgroup}`);
   }
-  if (mode !== 'dw' && winogradApplies(mode, geo, dev)) {
-    runWinograd(mode, geo, inputs[0]!, inputs[1]!, mode === 'fwd' ? inputs[2] : null, out, label);
+  if (!carry && winogradApplies(mode, geo, dev)) {
+    if (mode === 'dw') runWinogradWeightGrad(geo, inputs[0]!, inputs[1]!, out, label);
+    else runWinograd(mode, geo, inputs[0]!, inputs[1]!, mode === 'fwd' ? inputs[2] : null, out, label);
     return;
   }
   const { N, C, H, W, CO, KH, KW, OH, OW, G } = geo;

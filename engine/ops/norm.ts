@@ -9,10 +9,11 @@
 import { isGradEnabled, record } from '../autograd.js';
 import { bytesOf, isFloat } from '../dtype.js';
 import { planChunks } from '../chunk.js';
+import { kernelFamily } from '../kernel-family.js';
 import { sameShape } from '../shape.js';
 import { Tensor } from '../tensor.js';
 import { WG, grid } from '../../kernels/common.js';
-import { NORM_SEQ_LIMIT, NORM_WG, NormAct, NormVariant, SLOT, normKey, normLayout, normThreads, normWGSL } from '../../kernels/norm.js';
+import { NORM_SEQ_LIMIT, NORM_SOFTWARE_SEQ, NORM_WG, NormAct, NormVariant, SLOT, normKey, normLayout, normThreads, normWGSL } from '../../kernels/norm.js';
 import { cast } from './elementwise.js';
 import { sum } from './reduce.js';
 
@@ -31,6 +32,7 @@ interface Operand { slot: number; t: Tensor; role: Role }
 /** Records one norm kernel over all rows, chunked so that no binding exceeds the limit. */
 function runNorm(v: NormVariant, label: string, geo: Geometry, reads: Operand[], writes: Operand[], affine: { w?: Tensor; b?: Tensor }, eps: number, xType: Tensor['dtype'], gType: Tensor['dtype'], act: NormAct): void {
   const dev = writes[0].t.device;
+  const software = kernelFamily(dev) === 'software';
   const all = [...reads, ...writes];
   for (const o of all) if (o.t.device !== dev) throw new Error(`${label}: tensors live on different devices`);
   const { nrows, groups, cpg, S } = geo;
@@ -62,7 +64,10 @@ function runNorm(v: NormVariant, label: string, geo: Geometry, reads: Operand[],
     else if (act !== 'none') readBinds.splice(2, 0, wBind, bBind);
     const rows = ch.shape[0];
     // fwd/dx: 256/T rows per workgroup; part-wg: a workgroup per output; part-seq: a thread per output.
-    const T = v === 'fwd' || v === 'dx' ? normThreads(L) : NORM_WG;
+    // Software adapters: one thread per row up to NORM_SOFTWARE_SEQ elements (each barrier of a
+    // row's tree is a coroutine switch there; longer rows keep the tree, for its accuracy and
+    // parallelism); GPUs: about 8 elements per thread. The order depends on L and the device only.
+    const T = v === 'fwd' || v === 'dx' ? (software && L <= NORM_SOFTWARE_SEQ ? 1 : normThreads(L)) : NORM_WG;
     const nout = v.startsWith('part') ? rows * cpg : rows;
     const ngroups = v === 'part-seq' ? Math.ceil(nout / WG) : v === 'part-wg' ? nout : Math.ceil(rows / (NORM_WG / T));
     dev.dispatch({
@@ -124,7 +129,8 @@ function normalize(op: string, label: string, x: Tensor, geo: Geometry, weight: 
       // Per-(row, channel) partials, [rows·cpg] = [rows / groups, nParam], then summed over rows.
       const pw = new Tensor(dev, [geo.nrows / geo.groups, nParam], 'f32');
       const pb = new Tensor(dev, [geo.nrows / geo.groups, nParam], 'f32');
-      runNorm(geo.S <= NORM_SEQ_LIMIT ? 'part-seq' : 'part-wg', blabel, geo,
+      const seqLimit = kernelFamily(dev) === 'software' ? NORM_SOFTWARE_SEQ : NORM_SEQ_LIMIT;
+      runNorm(geo.S <= seqLimit ? 'part-seq' : 'part-wg', blabel, geo,
         [{ slot: SLOT.x, t: xs, role: 'row' }, { slot: SLOT.g, t: g, role: 'row' }, { slot: SLOT.mean, t: ms, role: 'stat' }, { slot: SLOT.rstd, t: rs, role: 'stat' }],
         [{ slot: SLOT.pw, t: pw, role: 'chan' }, { slot: SLOT.pb, t: pb, role: 'chan' }], affine, eps, xs.dtype, g.dtype, act);
       const reduceTo = (p: Tensor, like: Tensor) => {

@@ -10,6 +10,7 @@ import { planChunks } from '../chunk.js';
 import { normAxis, sameShape } from '../shape.js';
 import { Tensor } from '../tensor.js';
 import { WG, grid } from '../../kernels/common.js';
+import { kernelFamily } from '../kernel-family.js';
 import { SOFTMAX_SEQ_LIMIT, SoftmaxVariant, softmaxKey, softmaxLayout, softmaxWGSL } from '../../kernels/softmax.js';
 
 /** Runs one softmax-family kernel over the rows along `axis` of same-shaped tensors. */
@@ -27,7 +28,9 @@ function runRows(v: SoftmaxVariant, log: boolean, inputs: Tensor[], outType: DTy
   const chunks = planChunks(label, [pre, post, L], all.map((t, k) => ({
     strides: [L * post, 1, post], offset: 0, elementBytes: bytesOf(t.dtype), bufferBytes: buffers[k].size,
   })), dev.maxBindingBytes, dev.limits.minStorageBufferOffsetAlignment, 2);
-  const mode = L <= SOFTMAX_SEQ_LIMIT ? 'seq' : 'wg';
+  // Software adapters pay for every barrier of the workgroup tree (a coroutine switch each):
+  // there a thread walks its whole row for any L. The order depends on L and the device only.
+  const mode = L <= SOFTMAX_SEQ_LIMIT || kernelFamily(dev) === 'software' ? 'seq' : 'wg';
   const inTypes = inputs.map((t) => t.dtype);
   for (const ch of chunks) {
     const st = ch.operands[0].strides;
