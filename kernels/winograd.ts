@@ -44,30 +44,25 @@ export type WinogradKernel = 'weights-fwd' | 'weights-dx' | 'input' | 'output' |
 
 export const winogradKey = (k: WinogradKernel, dtype: DType) => `winograd:${k}:${dtype}`;
 
-const idx = (n: number) => Array.from({ length: n }, (_, i) => i);
+/** One line per cell of an n×n grid, in row-major order. */
+const cells = (n: number, line: (r: number, c: number) => string) =>
+  Array.from({ length: n * n }, (_, i) => line(Math.floor(i / n), i % n));
 
-/** Emits `out{r}{c} = Σ_k L[r][k]·in{k}{c}` … as WGSL lets, for a small constant matrix L. */
-function leftMul(L: number[][], inp: (k: number, c: number) => string, out: string, cols: number): string[] {
-  const lines: string[] = [];
-  for (let r = 0; r < L.length; r++) {
-    for (let c = 0; c < cols; c++) {
-      const terms = L[r].map((v, k) => (v === 0 ? '' : `${v < 0 ? '-' : '+'} ${Math.abs(v) === 1 ? '' : `${Math.abs(v)} * `}${inp(k, c)}`)).filter((t) => t);
-      const expr = terms.join(' ').replace(/^\+ /, '');
-      lines.push(`  let ${out}${r}_${c} = ${expr || '0.0'};`);
-    }
-  }
-  return lines;
+/** Σ_k coeffs[k]·term(k) as a WGSL expression (zero coefficients dropped, ±1 written bare). */
+function combine(coeffs: number[], term: (k: number) => string): string {
+  const terms = coeffs.map((v, k) => (v === 0 ? '' : `${v < 0 ? '-' : '+'} ${Math.abs(v) === 1 ? '' : `${Math.abs(v)} * `}${term(k)}`)).filter((t) => t);
+  return terms.join(' ').replace(/^\+ /, '') || '0.0';
 }
-/** out{r}{c} = Σ_k in{r}{k}·R[c][k] (multiplying by Rᵀ on the right). */
-function rightMulT(R: number[][], inp: (r: number, k: number) => string, out: string, rows: number): string[] {
+
+/**
+ * out = M · X · Mᵀ as WGSL lets, for a small constant matrix M and a square X whose element
+ * (r, c) is `x(r, c)` (every transform above has this form): first t = M·X, then out = t·Mᵀ.
+ */
+function sandwich(M: number[][], x: (r: number, c: number) => string, out: string): string[] {
+  const n = M[0].length, m = M.length;
   const lines: string[] = [];
-  for (let r = 0; r < rows; r++) {
-    for (let c = 0; c < R.length; c++) {
-      const terms = R[c].map((v, k) => (v === 0 ? '' : `${v < 0 ? '-' : '+'} ${Math.abs(v) === 1 ? '' : `${Math.abs(v)} * `}${inp(r, k)}`)).filter((t) => t);
-      const expr = terms.join(' ').replace(/^\+ /, '');
-      lines.push(`  let ${out}${r}_${c} = ${expr || '0.0'};`);
-    }
-  }
+  for (let r = 0; r < m; r++) for (let c = 0; c < n; c++) lines.push(`  let t${r}_${c} = ${combine(M[r], (k) => x(k, c))};`);
+  for (let r = 0; r < m; r++) for (let c = 0; c < m; c++) lines.push(`  let ${out}${r}_${c} = ${combine(M[c], (k) => `t${r}_${k}`)};`);
   return lines;
 }
 
@@ -78,104 +73,83 @@ const transpose = (m: number[][]) => m[0].map((_, c) => m.map((row) => row[c]));
 const AM = transpose(AT);
 const GT = transpose(GM);
 
-export function winogradWGSL(k: WinogradKernel, dtype: DType): string {
-  const L: string[] = [f16Enable(dtype)];
-  if (k === 'weights-fwd' || k === 'weights-dx') {
-    L.push(declareBindings([{ name: 'w', type: dtype }], [{ name: 'U', type: 'f32' }], winogradLayout));
-    L.push(MAIN_1D());
-    L.push(`  let i = gid * 256u + lid;
+/** Thread i of P.total; a channel pair (p, q) per thread (the weight kernels). */
+const PAIR = `  let i = gid * 256u + lid;
   if (i >= P.total) { return; }
   let p = i / P.Q;
-  let q = i % P.Q;`);
+  let q = i % P.Q;`;
+
+/** Thread i of P.total; a channel `ch` and a column (sample n, tile t) per thread. */
+const column = (ch: string) => `  let i = gid * 256u + lid;
+  if (i >= P.total) { return; }
+  let ${ch} = i / P.cols;
+  let col = i % P.cols;
+  let n = col / P.T;
+  let t = col % P.T;`;
+
+/** The first output of tile t. */
+const OUT_TILE = `  let oy = (t / P.TW) * 2u;
+  let ox = (t % P.TW) * 2u;`;
+
+export function winogradWGSL(k: WinogradKernel, dtype: DType): string {
+  const kernel = (reads: { name: string; type: DType }[], writes: { name: string; type: DType }[], body: string[]) =>
+    [f16Enable(dtype), declareBindings(reads, writes, winogradLayout), MAIN_1D(), ...body, '}'].join('\n') + '\n';
+  /** The 16 transformed values `v{r}_{c}` stored at element e = 4r + c of an [16, A, B] tensor. */
+  const store16 = (name: string, A: string, a: string, b: string, B: string, v: string) =>
+    cells(4, (r, c) => `  ${name}[(${r * 4 + c}u * P.${A} + ${a}) * P.${B} + ${b}] = ${v}${r}_${c};`);
+  const load16 = (name: string, A: string, a: string, b: string, B: string, v: string) =>
+    cells(4, (r, c) => `  let ${v}${r}_${c} = ${name}[(${r * 4 + c}u * P.${A} + ${a}) * P.${B} + ${b}];`);
+
+  if (k === 'weights-fwd' || k === 'weights-dx') {
     // g[r][c]: forward w[p, q, r, c]; input gradient w[q, p, 2 − r, 2 − c].
     const base = k === 'weights-fwd' ? '(p * P.Q + q) * 9u' : '(q * P.P + p) * 9u';
-    for (const r of idx(3)) for (const c of idx(3)) {
-      const tap = k === 'weights-fwd' ? r * 3 + c : (2 - r) * 3 + (2 - c);
-      L.push(`  let g${r}_${c} = f32(w[${base} + ${tap}u]);`);
-    }
-    L.push(...leftMul(GM, (kk, c) => `g${kk}_${c}`, 't', 3));
-    L.push(...rightMulT(GM, (r, kk) => `t${r}_${kk}`, 'u', 4));
-    for (const r of idx(4)) for (const c of idx(4)) L.push(`  U[(${r * 4 + c}u * P.P + p) * P.Q + q] = u${r}_${c};`);
-    L.push('}');
-    return L.join('\n') + '\n';
+    const tap = (r: number, c: number) => (k === 'weights-fwd' ? r * 3 + c : (2 - r) * 3 + (2 - c));
+    return kernel([{ name: 'w', type: dtype }], [{ name: 'U', type: 'f32' }], [
+      PAIR,
+      ...cells(3, (r, c) => `  let g${r}_${c} = f32(w[${base} + ${tap(r, c)}u]);`),
+      ...sandwich(GM, (r, c) => `g${r}_${c}`, 'u'),
+      ...store16('U', 'P', 'p', 'q', 'Q', 'u'),
+    ]);
   }
   if (k === 'input') {
-    L.push(declareBindings([{ name: 'x', type: dtype }], [{ name: 'V', type: 'f32' }], winogradLayout));
-    L.push(MAIN_1D());
-    L.push(`  let i = gid * 256u + lid;
-  if (i >= P.total) { return; }
-  let q = i / P.cols;
-  let col = i % P.cols;
-  let n = col / P.T;
-  let t = col % P.T;
-  let y0 = i32(t / P.TW) * 2 - P.PT;
+    return kernel([{ name: 'x', type: dtype }], [{ name: 'V', type: 'f32' }], [
+      column('q'),
+      `  let y0 = i32(t / P.TW) * 2 - P.PT;
   let x0 = i32(t % P.TW) * 2 - P.PL;
-  let img = P.off + (n * P.Q + q) * P.H * P.W;`);
-    // Out-of-image taps read element 0 of the image (always valid) and are zeroed by select.
-    for (const r of idx(4)) for (const c of idx(4)) {
-      L.push(`  let ok${r}_${c} = y0 + ${r} >= 0 && y0 + ${r} < i32(P.H) && x0 + ${c} >= 0 && x0 + ${c} < i32(P.W);`);
-      L.push(`  let d${r}_${c} = select(0.0, f32(x[img + select(0u, u32(y0 + ${r}) * P.W + u32(x0 + ${c}), ok${r}_${c})]), ok${r}_${c});`);
-    }
-    L.push(...leftMul(BT, (kk, c) => `d${kk}_${c}`, 't', 4));
-    L.push(...rightMulT(BT, (r, kk) => `t${r}_${kk}`, 'v', 4));
-    for (const r of idx(4)) for (const c of idx(4)) L.push(`  V[(${r * 4 + c}u * P.Q + q) * P.cols + col] = v${r}_${c};`);
-    L.push('}');
-    return L.join('\n') + '\n';
+  let img = P.off + (n * P.Q + q) * P.H * P.W;`,
+      // Out-of-image taps read element 0 of the image (always valid) and are zeroed by select.
+      ...cells(4, (r, c) => `  let ok${r}_${c} = y0 + ${r} >= 0 && y0 + ${r} < i32(P.H) && x0 + ${c} >= 0 && x0 + ${c} < i32(P.W);
+  let d${r}_${c} = select(0.0, f32(x[img + select(0u, u32(y0 + ${r}) * P.W + u32(x0 + ${c}), ok${r}_${c})]), ok${r}_${c});`),
+      ...sandwich(BT, (r, c) => `d${r}_${c}`, 'v'),
+      ...store16('V', 'Q', 'q', 'col', 'cols', 'v'),
+    ]);
   }
   if (k === 'grad') {
-    L.push(declareBindings([{ name: 'g', type: dtype }], [{ name: 'Z', type: 'f32' }], winogradLayout));
-    L.push(MAIN_1D());
-    L.push(`  let i = gid * 256u + lid;
-  if (i >= P.total) { return; }
-  let p = i / P.cols;
-  let col = i % P.cols;
-  let n = col / P.T;
-  let t = col % P.T;
-  let oy = (t / P.TW) * 2u;
-  let ox = (t % P.TW) * 2u;
-  let img = P.off + (n * P.P + p) * P.OH * P.OW;`);
-    for (const r of idx(2)) for (const c of idx(2)) {
-      L.push(`  let ok${r}_${c} = oy + ${r}u < P.OH && ox + ${c}u < P.OW;`);
-      L.push(`  let d${r}_${c} = select(0.0, f32(g[img + select(0u, (oy + ${r}u) * P.OW + ox + ${c}u, ok${r}_${c})]), ok${r}_${c});`);
-    }
-    L.push(...leftMul(AM, (kk, c) => `d${kk}_${c}`, 't', 2));
-    L.push(...rightMulT(AM, (r, kk) => `t${r}_${kk}`, 'z', 4));
-    for (const r of idx(4)) for (const c of idx(4)) L.push(`  Z[(${r * 4 + c}u * P.P + p) * P.cols + col] = z${r}_${c};`);
-    L.push('}');
-    return L.join('\n') + '\n';
+    return kernel([{ name: 'g', type: dtype }], [{ name: 'Z', type: 'f32' }], [
+      column('p'),
+      OUT_TILE,
+      '  let img = P.off + (n * P.P + p) * P.OH * P.OW;',
+      ...cells(2, (r, c) => `  let ok${r}_${c} = oy + ${r}u < P.OH && ox + ${c}u < P.OW;
+  let d${r}_${c} = select(0.0, f32(g[img + select(0u, (oy + ${r}u) * P.OW + ox + ${c}u, ok${r}_${c})]), ok${r}_${c});`),
+      ...sandwich(AM, (r, c) => `d${r}_${c}`, 'z'),
+      ...store16('Z', 'P', 'p', 'col', 'cols', 'z'),
+    ]);
   }
   if (k === 'weights-grad') {
-    L.push(declareBindings([{ name: 'S', type: 'f32' }], [{ name: 'dw', type: 'f32' }], winogradLayout));
-    L.push(MAIN_1D());
-    L.push(`  let i = gid * 256u + lid;
-  if (i >= P.total) { return; }
-  let p = i / P.Q;
-  let q = i % P.Q;`);
-    for (const r of idx(4)) for (const c of idx(4)) L.push(`  let s${r}_${c} = S[(${r * 4 + c}u * P.P + p) * P.Q + q];`);
-    L.push(...leftMul(GT, (kk, c) => `s${kk}_${c}`, 't', 4));
-    L.push(...rightMulT(GT, (r, kk) => `t${r}_${kk}`, 'w', 3));
-    for (const r of idx(3)) for (const c of idx(3)) L.push(`  dw[(p * P.Q + q) * 9u + ${r * 3 + c}u] = w${r}_${c};`);
-    L.push('}');
-    return L.join('\n') + '\n';
+    return kernel([{ name: 'S', type: 'f32' }], [{ name: 'dw', type: 'f32' }], [
+      PAIR,
+      ...load16('S', 'P', 'p', 'q', 'Q', 's'),
+      ...sandwich(GT, (r, c) => `s${r}_${c}`, 'w'),
+      ...cells(3, (r, c) => `  dw[(p * P.Q + q) * 9u + ${r * 3 + c}u] = w${r}_${c};`),
+    ]);
   }
-  L.push(declareBindings([{ name: 'M', type: 'f32' }, { name: 'b', type: dtype }], [{ name: 'y', type: dtype }], winogradLayout));
-  L.push(MAIN_1D());
-  L.push(`  let i = gid * 256u + lid;
-  if (i >= P.total) { return; }
-  let p = i / P.cols;
-  let col = i % P.cols;
-  let n = col / P.T;
-  let t = col % P.T;
-  let oy = (t / P.TW) * 2u;
-  let ox = (t % P.TW) * 2u;`);
-  for (const r of idx(4)) for (const c of idx(4)) L.push(`  let m${r}_${c} = M[(${r * 4 + c}u * P.P + p) * P.cols + col];`);
-  L.push(...leftMul(AT, (kk, c) => `m${kk}_${c}`, 't', 4));
-  L.push(...rightMulT(AT, (r, kk) => `t${r}_${kk}`, 'o', 2));
-  L.push(`  let bias = select(0.0, f32(b[p]), P.hasb != 0u);
-  let img = P.off + (n * P.P + p) * P.OH * P.OW;`);
-  for (const r of idx(2)) for (const c of idx(2)) {
-    L.push(`  if (oy + ${r}u < P.OH && ox + ${c}u < P.OW) { y[img + (oy + ${r}u) * P.OW + ox + ${c}u] = ${dtype}(o${r}_${c} + bias); }`);
-  }
-  L.push('}');
-  return L.join('\n') + '\n';
+  return kernel([{ name: 'M', type: 'f32' }, { name: 'b', type: dtype }], [{ name: 'y', type: dtype }], [
+    column('p'),
+    OUT_TILE,
+    ...load16('M', 'P', 'p', 'col', 'cols', 'm'),
+    ...sandwich(AT, (r, c) => `m${r}_${c}`, 'o'),
+    `  let bias = select(0.0, f32(b[p]), P.hasb != 0u);
+  let img = P.off + (n * P.P + p) * P.OH * P.OW;`,
+    ...cells(2, (r, c) => `  if (oy + ${r}u < P.OH && ox + ${c}u < P.OW) { y[img + (oy + ${r}u) * P.OW + ox + ${c}u] = ${dtype}(o${r}_${c} + bias); }`),
+  ]);
 }
