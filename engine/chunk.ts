@@ -32,6 +32,11 @@ function extent(shape: readonly number[], strides: readonly number[], from: numb
   return e;
 }
 
+/** A binding of the whole of t's elements (rounded up to a 4-byte multiple, at least 4 bytes). */
+export function wholeBinding(t: { bytes: number; buffer(op: string): GPUBuffer }, op: string): { buffer: GPUBuffer; offset: number; size: number } {
+  return { buffer: t.buffer(op), offset: 0, size: Math.max(4, Math.ceil(t.bytes / 4) * 4) };
+}
+
 /** The aligned window of op's buffer holding elements [base, base + elems), and base's offset in it. */
 export function bindingWindow(op: Pick<StridedOperand, 'elementBytes' | 'bufferBytes'>, base: number, elems: number, align: number): { windowOffset: number; windowSize: number; offset: number } {
   const startBytes = base * op.elementBytes;

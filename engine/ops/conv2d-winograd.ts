@@ -7,7 +7,7 @@
 // same bits alone or in a batch.
 
 import type { Binding, Device } from '../device.js';
-import { bindingWindow } from '../chunk.js';
+import { bindingWindow, wholeBinding } from '../chunk.js';
 import { bytesOf } from '../dtype.js';
 import { kernelFamily } from '../kernel-family.js';
 import { Tensor } from '../tensor.js';
@@ -32,6 +32,9 @@ function passOf(mode: 'fwd' | 'dx', geo: Conv2dGeometry): Pass {
 }
 
 const tilesOf = (p: Pass) => Math.ceil(p.OH / 2) * Math.ceil(p.OW / 2);
+
+/** Bytes one binding may hold at an unaligned start (the window rounds its start down). */
+const bindingBudget = (dev: Device) => dev.maxBindingBytes - dev.limits.minStorageBufferOffsetAlignment - 4;
 
 /** Elements per sample of each per-sample operand: input image, V, M, output image. */
 function perSample(p: Pass): number[] {
@@ -61,7 +64,7 @@ export function winogradApplies(mode: 'fwd' | 'dx' | 'dw', geo: Conv2dGeometry, 
   if (Math.max(PT, PB, PL, PR) > 2) return false;
   // The weight gradient works on the forward pass's tiles.
   const p = passOf(mode === 'dw' ? 'fwd' : mode, geo);
-  const limit = dev.maxBindingBytes - dev.limits.minStorageBufferOffsetAlignment - 4;
+  const limit = bindingBudget(dev);
   return 16 * p.P * p.Q * 4 <= limit && perSample(p).every((n) => n * 4 <= limit);
 }
 
@@ -78,11 +81,10 @@ function runKernel(dev: Device, label: string, k: WinogradKernel, dtype: Tensor[
   });
 }
 
-const whole = (t: Tensor, label: string): Binding => ({ buffer: t.buffer(label), offset: 0, size: Math.max(4, Math.ceil(t.bytes / 4) * 4) });
 
 /** Samples per chunk so that every per-sample operand of the pass fits one binding. */
 function samplesPerChunk(dev: Device, p: Pass, N: number): number {
-  const limit = dev.maxBindingBytes - dev.limits.minStorageBufferOffsetAlignment - 4;
+  const limit = bindingBudget(dev);
   return Math.max(1, Math.min(N, ...perSample(p).map((n) => Math.floor(limit / (n * 4)))));
 }
 
@@ -106,17 +108,17 @@ export function runWinograd(mode: 'fwd' | 'dx', geo: Conv2dGeometry, src: Tensor
   const U = new Tensor(dev, [16, p.P, p.Q], 'f32');
   const temps: Tensor[] = [U];
   try {
-    runKernel(dev, label, mode === 'fwd' ? 'weights-fwd' : 'weights-dx', dtype, p, [whole(w, label)], [whole(U, label)], { total: p.P * p.Q });
+    runKernel(dev, label, mode === 'fwd' ? 'weights-fwd' : 'weights-dx', dtype, p, [wholeBinding(w, label)], [wholeBinding(U, label)], { total: p.P * p.Q });
     for (let s0 = 0; s0 < geo.N; s0 += ns) {
       const n = Math.min(ns, geo.N - s0), cols = n * T;
       const inWin = sampleWindow(dev, src, inPer, s0, n, label), outWin = sampleWindow(dev, out, outPer, s0, n, label);
       const V = new Tensor(dev, [16, p.Q, cols], 'f32');
       temps.push(V);
-      runKernel(dev, label, 'input', dtype, p, [inWin.binding], [whole(V, label)], { total: p.Q * cols, cols, off: inWin.offset });
+      runKernel(dev, label, 'input', dtype, p, [inWin.binding], [wholeBinding(V, label)], { total: p.Q * cols, cols, off: inWin.offset });
       const M = matmul(U, V);
       temps.push(M);
       // No bias: bind M again in its place (never read; hasb = 0).
-      runKernel(dev, label, 'output', dtype, p, [whole(M, label), whole(bias ?? M, label)], [outWin.binding], { total: p.P * cols, cols, off: outWin.offset, hasb: bias ? 1 : 0 });
+      runKernel(dev, label, 'output', dtype, p, [wholeBinding(M, label), wholeBinding(bias ?? M, label)], [outWin.binding], { total: p.P * cols, cols, off: outWin.offset, hasb: bias ? 1 : 0 });
     }
   } finally {
     // Recorded work runs in order, so pooled buffers reused by later dispatches are safe.
@@ -144,12 +146,12 @@ export function runWinogradWeightGrad(geo: Conv2dGeometry, g: Tensor, x: Tensor,
       const xWin = sampleWindow(dev, x, inPer, s0, n, label), gWin = sampleWindow(dev, g, outPer, s0, n, label);
       const V = new Tensor(dev, [16, p.Q, cols], 'f32'), Z = new Tensor(dev, [16, p.P, cols], 'f32');
       temps.push(V, Z);
-      runKernel(dev, label, 'input', dtype, p, [xWin.binding], [whole(V, label)], { total: p.Q * cols, cols, off: xWin.offset });
-      runKernel(dev, label, 'grad', dtype, p, [gWin.binding], [whole(Z, label)], { total: p.P * cols, cols, off: gWin.offset });
+      runKernel(dev, label, 'input', dtype, p, [xWin.binding], [wholeBinding(V, label)], { total: p.Q * cols, cols, off: xWin.offset });
+      runKernel(dev, label, 'grad', dtype, p, [gWin.binding], [wholeBinding(Z, label)], { total: p.P * cols, cols, off: gWin.offset });
       const part = matmul(Z, V, { transB: true });
       if (S) { const sum = add(S, part); temps.push(S, part); S = sum; } else S = part;
     }
-    runKernel(dev, label, 'weights-grad', dtype, p, [whole(S!, label)], [whole(dw, label)], { total: p.P * p.Q });
+    runKernel(dev, label, 'weights-grad', dtype, p, [wholeBinding(S!, label)], [wholeBinding(dw, label)], { total: p.P * p.Q });
   } finally {
     if (S) temps.push(S);
     for (const t of temps) t.dispose();

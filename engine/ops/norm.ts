@@ -8,7 +8,7 @@
 
 import { isGradEnabled, record } from '../autograd.js';
 import { bytesOf, isFloat } from '../dtype.js';
-import { planChunks } from '../chunk.js';
+import { planChunks, wholeBinding } from '../chunk.js';
 import { kernelFamily } from '../kernel-family.js';
 import { sameShape } from '../shape.js';
 import { Tensor } from '../tensor.js';
@@ -43,7 +43,7 @@ function runNorm(v: NormVariant, label: string, geo: Geometry, reads: Operand[],
   const chunks = planChunks(label, [nrows, cpg, S], all.map((o, k) => ({
     strides: stridesFor(o.role), offset: 0, elementBytes: bytesOf(o.t.dtype), bufferBytes: buffers[k].size,
   })), dev.maxBindingBytes, dev.limits.minStorageBufferOffsetAlignment, 1);
-  const whole = (t: Tensor) => ({ buffer: t.buffer(label), offset: 0, size: Math.max(4, Math.ceil(t.bytes / 4) * 4) });
+  const whole = (t: Tensor) => wholeBinding(t, label);
   for (const t of [affine.w, affine.b]) {
     if (t && whole(t).size > dev.maxBindingBytes) throw new Error(`${label}: the affine parameter ${t.describe()} exceeds the binding limit of ${dev.maxBindingBytes} bytes`);
   }
