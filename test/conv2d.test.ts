@@ -150,19 +150,29 @@ s('reference backward agrees with finite differences', () => {
   }
 });
 
+/**
+ * Runs conv2d forward and backward on random inputs (seeds seed … seed + 3), checks dx, dw and
+ * db against the reference's analytic backward, and returns the output and the inputs.
+ */
+async function checkBackward(c: Case, seed: number) {
+  const x = randArray(sizeOf(c.x), seed), w = randArray(sizeOf(c.w), seed + 1), b = randArray(c.w[0], seed + 2);
+  const g = randArray(sizeOf(outShape(c)), seed + 3);
+  const tx = tensor(x, c.x).requireGrad(), tw = tensor(w, c.w).requireGrad();
+  const tb = c.bias ? tensor(b, [c.w[0]]).requireGrad() : null;
+  const out = conv2d(tx, tw, tb, c.opts);
+  backward(out, { grad: tensor(g, outShape(c)) });
+  const [dx, dw, db] = refBackward(c, x, w, g);
+  assertClose(await tx.grad!.data(), dx, 1e-5, 1e-5, `dx of ${label(c)}`);
+  assertClose(await tw.grad!.data(), dw, 1e-5, 1e-5, `dw of ${label(c)}`);
+  if (tb) assertClose(await tb.grad!.data(), db, 1e-5, 1e-5, `db of ${label(c)}`);
+  return { out, x, w, b };
+}
+
 s('backward (dx, dw, db) matches the reference analytic backward', async () => {
   let seed = 100;
   for (const c of gradCases) {
-    const x = randArray(sizeOf(c.x), seed++), w = randArray(sizeOf(c.w), seed++), b = randArray(c.w[0], seed++);
-    const g = randArray(sizeOf(outShape(c)), seed++);
-    const tx = tensor(x, c.x).requireGrad(), tw = tensor(w, c.w).requireGrad();
-    const tb = c.bias ? tensor(b, [c.w[0]]).requireGrad() : null;
-    const out = conv2d(tx, tw, tb, c.opts);
-    backward(out, { grad: tensor(g, outShape(c)) });
-    const [dx, dw, db] = refBackward(c, x, w, g);
-    assertClose(await tx.grad!.data(), dx, 1e-5, 1e-5, `dx of ${label(c)}`);
-    assertClose(await tw.grad!.data(), dw, 1e-5, 1e-5, `dw of ${label(c)}`);
-    if (tb) assertClose(await tb.grad!.data(), db, 1e-5, 1e-5, `db of ${label(c)}`);
+    await checkBackward(c, seed);
+    seed += 4;
   }
 });
 
@@ -376,17 +386,9 @@ s('Winograd F(2×2, 3×3) (software family): forward, dx, dw, db vs float64; f16
     let seed = 600;
     for (const c of winoCases) {
       assert.ok(winogradApplies('fwd', geo(c), dev) && winogradApplies('dx', geo(c), dev), `Winograd applies to ${label(c)}`);
-      const x = randArray(sizeOf(c.x), seed++), w = randArray(sizeOf(c.w), seed++), b = randArray(c.w[0], seed++);
-      const g = randArray(sizeOf(outShape(c)), seed++);
-      const tx = tensor(x, c.x).requireGrad(), tw = tensor(w, c.w).requireGrad();
-      const tb = c.bias ? tensor(b, [c.w[0]]).requireGrad() : null;
-      const out = conv2d(tx, tw, tb, c.opts);
-      backward(out, { grad: tensor(g, outShape(c)) });
-      const [dx, dw, db] = refBackward(c, x, w, g);
+      const { out, x, w, b } = await checkBackward(c, seed);
+      seed += 4;
       assertClose(await out.data(), refConv(c, x, w, c.bias ? b : null), 1e-5, 1e-5, `forward of ${label(c)}`);
-      assertClose(await tx.grad!.data(), dx, 1e-5, 1e-5, `dx of ${label(c)}`);
-      assertClose(await tw.grad!.data(), dw, 1e-5, 1e-5, `dw of ${label(c)}`);
-      if (tb) assertClose(await tb.grad!.data(), db, 1e-5, 1e-5, `db of ${label(c)}`);
       if (dev.hasF16) {
         const [x16, w16, b16] = [x, w, b].map((a) => a.map(roundToF16));
         const o16 = conv2d(tensor(x16, c.x, 'f16'), tensor(w16, c.w, 'f16'), c.bias ? tensor(b16, [c.w[0]], 'f16') : null, c.opts);
