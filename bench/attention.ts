@@ -18,7 +18,7 @@ import { DType } from '../engine/dtype.js';
 import { Tensor, tensor } from '../engine/tensor.js';
 import { attention } from '../engine/ops/attention.js';
 import { kernelFamily } from '../engine/kernel-family.js';
-import { fmtDiff, fmtMs, fmtRatio, maxRelDiff, speedRatio, table } from './compare.js';
+import { fmtDiff, fmtMs, fmtRatio, maxRelDiff, speedRatio, table, TfjsTiming } from './compare.js';
 import { isSoftwareName, randomValues } from './matmul.js';
 import { writeResults } from './results.js';
 import { TfTensor, Tfjs, TfjsRun, measureTfjs, setupTfjs } from './tfjs.js';
@@ -33,22 +33,15 @@ export interface AttentionBenchOptions {
 
 interface Shape { what: string; B: number; H: number; L: number; Lk: number; D: number; causal?: boolean }
 
-export interface AttentionRow extends Shape {
+export interface AttentionRow extends Shape, TfjsTiming {
   dtype: DType;
   fwdMs: number;
   fwdGflops: number;
   fwdBwdMs: number;
   fwdBwdGflops: number;
-  /** TF.js (f32) on the same device; null where TF.js is missing or failed (see note). */
-  tfjsFwdMs: number | null;
-  tfjsFwdBwdMs: number | null;
-  /** TF.js ms / ours ms: above 1, ours is faster. */
-  fwdRatio: number | null;
-  fwdBwdRatio: number | null;
   /** max |ours − TF.js| / max |TF.js| of the output, and the largest of that over dq, dk, dv. */
   maxRelDiffOut: number | null;
   maxRelDiffGrads: number | null;
-  note?: string;
 }
 
 export interface AttentionReport {

@@ -17,6 +17,17 @@ export function maxRelDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   return scale ? diff / scale : diff;
 }
 
+/** The TF.js columns every forward / forward+backward bench row carries. */
+export interface TfjsTiming {
+  /** TF.js (f32) on the same device; null where TF.js is missing or failed (see note). */
+  tfjsFwdMs: number | null;
+  tfjsFwdBwdMs: number | null;
+  /** TF.js ms / ours ms: above 1, ours is faster. */
+  fwdRatio: number | null;
+  fwdBwdRatio: number | null;
+  note?: string;
+}
+
 const pad = (s: string, w: number) => s.padStart(w);
 
 /** One table: right-aligned columns of the given widths, '—' for a missing value. */

@@ -23,7 +23,7 @@ import { Tensor, tensor } from '../engine/tensor.js';
 // The ops index (not the op files alone): it also installs autograd's gradient math.
 import { groupNorm, layerNorm } from '../engine/ops/index.js';
 import { kernelFamily } from '../engine/kernel-family.js';
-import { fmtDiff, fmtMs, fmtRatio, maxAbsDiff, maxRelDiff, speedRatio, table } from './compare.js';
+import { fmtDiff, fmtMs, fmtRatio, maxAbsDiff, maxRelDiff, speedRatio, table, TfjsTiming } from './compare.js';
 import { isSoftwareName, randomValues } from './matmul.js';
 import { writeResults } from './results.js';
 import { TfTensor, Tfjs, TfjsRun, measureTfjs, setupTfjs } from './tfjs.js';
@@ -41,24 +41,17 @@ export interface NormBenchOptions {
 /** groupNorm over [N, C, H, W] (groups set) or layerNorm over the last axis of `shape`. */
 export interface NormCase { op: 'groupNorm' | 'layerNorm'; what: string; shape: number[]; groups?: number }
 
-export interface NormRow extends NormCase {
+export interface NormRow extends NormCase, TfjsTiming {
   dtype: DType;
   fwdMs: number;
   fwdGBs: number;
   bwdMs: number;
   bwdGBs: number;
   fwdBwdMs: number;
-  /** TF.js (f32) on the same device; null where TF.js is missing or failed (see note). */
-  tfjsFwdMs: number | null;
-  tfjsFwdBwdMs: number | null;
-  /** TF.js ms / ours ms: above 1, ours is faster. */
-  fwdRatio: number | null;
-  fwdBwdRatio: number | null;
   /** max |ours − TF.js| of y and of dx; of dweight and dbias relative to TF.js's largest (they sum over rows). */
   maxDiffY: number | null;
   maxDiffDx: number | null;
   maxRelDiffAffine: number | null;
-  note?: string;
 }
 
 export interface NormReport {

@@ -14,7 +14,7 @@ import { Tensor, tensor } from '../engine/tensor.js';
 // The ops index (not the op files alone): it also installs autograd's gradient math.
 import { softmax } from '../engine/ops/index.js';
 import { kernelFamily } from '../engine/kernel-family.js';
-import { fmtDiff, fmtMs, fmtRatio, maxAbsDiff, speedRatio, table } from './compare.js';
+import { fmtDiff, fmtMs, fmtRatio, maxAbsDiff, speedRatio, table, TfjsTiming } from './compare.js';
 import { isSoftwareName, randomValues } from './matmul.js';
 import { writeResults } from './results.js';
 import { Tfjs, TfjsRun, measureTfjs, setupTfjs } from './tfjs.js';
@@ -29,20 +29,13 @@ export interface SoftmaxBenchOptions {
 
 interface SoftmaxShape { what: string; shape: number[] }
 
-export interface SoftmaxRow extends SoftmaxShape {
+export interface SoftmaxRow extends SoftmaxShape, TfjsTiming {
   dtype: DType;
   fwdMs: number;
   fwdBwdMs: number;
-  /** TF.js (f32) on the same device; null where TF.js is missing or failed (see note). */
-  tfjsFwdMs: number | null;
-  tfjsFwdBwdMs: number | null;
-  /** TF.js ms / ours ms: above 1, ours is faster. */
-  fwdRatio: number | null;
-  fwdBwdRatio: number | null;
   /** max |ours − TF.js| of the probabilities and of dx, on the same inputs and upstream gradient. */
   maxDiffY: number | null;
   maxDiffDx: number | null;
-  note?: string;
 }
 
 export interface SoftmaxReport {
