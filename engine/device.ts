@@ -71,7 +71,14 @@ export class Device {
   submitCount = 0;
   private profiler: DispatchProfiler | null = null;
 
-  private constructor(readonly gpu: GPUDevice, opts: DeviceOptions) {
+  /**
+   * Whether destroy() may destroy the GPUDevice: only when the engine requested it
+   * (fromAdapter). A host's device (fromGPUDevice) outlives the engine's use of it.
+   */
+  private readonly ownsGPU: boolean;
+
+  private constructor(readonly gpu: GPUDevice, opts: DeviceOptions, owns: boolean) {
+    this.ownsGPU = owns;
     this.features = new Set(gpu.features as unknown as Iterable<string>);
     this.limits = gpu.limits;
     this.adapterName = opts.adapterName ?? 'unknown adapter';
@@ -90,7 +97,7 @@ export class Device {
 
   /** Wraps a GPUDevice that someone else created (a browser page, another engine). */
   static fromGPUDevice(gpu: GPUDevice, opts: DeviceOptions = {}): Device {
-    return new Device(gpu, opts);
+    return new Device(gpu, opts, false);
   }
 
   /** Requests a device from an adapter with every wanted feature it offers and its full limits. */
@@ -109,7 +116,7 @@ export class Device {
     const gpu = await adapter.requestDevice({ requiredFeatures, requiredLimits, label: 'ddpo-webgpu' });
     const info = adapter.info;
     const adapterName = opts.adapterName ?? ([info?.vendor, info?.device || info?.description].filter(Boolean).join(' ') || 'adapter');
-    return new Device(gpu, { ...opts, adapterName });
+    return new Device(gpu, { ...opts, adapterName }, true);
   }
 
   get hasF16(): boolean { return this.features.has('shader-f16'); }
@@ -334,12 +341,16 @@ export class Device {
     if (this.lostMessage) throw new Error(`${what}: the GPU device was lost (${this.lostMessage}); create a new device and reload the model`);
   }
 
+  /**
+   * Frees the engine's buffers and marks this Device unusable. The GPUDevice itself is destroyed
+   * only when the engine created it (fromAdapter); a host's device (fromGPUDevice) stays alive.
+   */
   destroy(): void {
     if (this.destroyed) return;
     this.flush();
     this.destroyed = true;
     this.pool.trim();
     this.arena.destroy();
-    this.gpu.destroy();
+    if (this.ownsGPU) this.gpu.destroy();
   }
 }

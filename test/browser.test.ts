@@ -2,8 +2,8 @@
 // (/usr/bin/chromium, via playwright-core; no browser download) headless with WebGPU on, loads
 // web/test.html from a local static server, runs the shared op checks (web/op-checks.ts) on the
 // page's GPUDevice and compares them with the same checks on Node's device. Keeps a screenshot in
-// out/browser/. Without Chromium: fails under CI (which installs it: scripts/setup-chromium.sh),
-// skips with a message elsewhere.
+// out/browser/. Without Chromium: fails under CI or DDPO_REQUIRE_BROWSER=1 (.ci/run sets it; it installs
+// Chromium with scripts/setup-chromium.sh), skips with a message elsewhere.
 
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -53,7 +53,9 @@ async function pageOpChecks(browser: Browser, url: string, query = ''): Promise<
   }
 }
 
-if (missing && !process.env.CI) {
+// CI (and .ci/run, through DDPO_REQUIRE_BROWSER=1) must not pass by skipping.
+const required = !!process.env.CI || process.env.DDPO_REQUIRE_BROWSER === '1';
+if (missing && !required) {
   console.log(`  browser: SKIPPED, ${CHROMIUM} not found (install it with \`bash scripts/setup-chromium.sh\`; CI fails instead)`);
 } else {
   s('op checks in headless Chromium agree with Node (forward and backward)', async () => {

@@ -96,6 +96,18 @@ s('a GPUDevice from a host application can be wrapped', async () => {
   assertClose(await E.mul(t, t).data(), [1, 4, 9]);
   await assertThrows(() => E.tensor([1], [1], 'f16', hosted), /f16/, /shader-f16/);
   hosted.destroy();
+  // The host still owns its device: destroying the engine's wrapper must leave it working.
+  await assertThrows(() => E.tensor([1], [1], 'f32', hosted).data(), /destroyed/);
+  const buf = gpu.createBuffer({ size: 16, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+  gpu.queue.writeBuffer(buf, 0, new Float32Array([1, 2, 3, 4]));
+  await buf.mapAsync(GPUMapMode.READ);
+  assertClose(Array.from(new Float32Array(buf.getMappedRange())), [1, 2, 3, 4]);
+  buf.unmap();
+  let lost = false;
+  gpu.lost.then(() => { lost = true; });
+  await new Promise((r) => setTimeout(r, 50));
+  assert.ok(!lost, 'Device.destroy() destroyed the host\'s GPUDevice');
+  gpu.destroy();
 });
 
 s('tensors on different devices are refused', async () => {
