@@ -1,134 +1,73 @@
-// Node file I/O for safetensors: header reading, streaming load onto the GPU, and atomic save.
-// Parsing, validation and element conversion live in io/safetensors-format.ts (no Node there).
-//
-// Memory bound: a tensor is read in chunks of at most `chunkBytes` source bytes (64 MiB by
-// default) into one reusable host buffer, converted into a second reusable buffer, and uploaded
-// to its slice of the GPU tensor, so a multi-GB checkpoint never sits in one JS buffer.
+// Node file I/O for safetensors: a file handle as a ByteSource (so the shared loader in
+// io/safetensors-load.ts streams it in chunks) and atomic save. Parsing, validation, element
+// conversion and the upload loop live in io/ (no Node there), shared with in-memory bytes.
 
 import { open, rename, unlink } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
-import { Device } from './device.js';
-import { DType, HostArray, bytesOf } from './dtype.js';
+import { HostArray } from './dtype.js';
 import { Tensor } from './tensor.js';
-import { MAX_RANK, fmt } from './shape.js';
-import {
-  SAFETENSORS_DTYPES, SafeDType, SafetensorsEntry, SafetensorsHeader, convertElements, encodeSafetensorsHeader,
-  loadDType, parseSafetensorsHeader, readHeaderLength, uploadArray,
-} from './io/safetensors-format.js';
+import { SafeDType, SafetensorsEntry, SafetensorsHeader, encodeSafetensorsHeader } from './io/safetensors-format.js';
+import { LoadOptions, SafetensorsFile, loadSafetensorsFrom, openSafetensorsSource, readSafetensorsHostFrom } from './io/safetensors-load.js';
+import type { ByteSource } from './io/source.js';
+import type { DType } from './dtype.js';
 
 export * from './io/safetensors-format.js';
+export * from './io/safetensors-load.js';
 
 const DEFAULT_CHUNK_BYTES = 64 << 20;
 
-/** Reads exactly `length` bytes at `position` or throws (the file shrank under us). */
-async function readExact(fh: FileHandle, buf: Uint8Array, length: number, position: number, file: string, what: string): Promise<void> {
-  let done = 0;
-  while (done < length) {
-    const { bytesRead } = await fh.read(buf, done, length - done, position + done);
-    if (bytesRead === 0) throw new Error(`safetensors ${file}: unexpected end of file reading ${what} (file changed while reading?)`);
-    done += bytesRead;
-  }
-}
-
-async function headerOf(fh: FileHandle, file: string): Promise<SafetensorsHeader> {
-  const size = (await fh.stat()).size;
-  const prefix = new Uint8Array(8);
-  if (size >= 8) await readExact(fh, prefix, 8, 0, file, 'the header length');
-  const n = readHeaderLength(prefix, size, file);
-  const json = new Uint8Array(n);
-  await readExact(fh, json, n, 8, file, 'the header');
-  return parseSafetensorsHeader(json, size, file);
-}
-
-async function withFile<T>(path: string, fn: (fh: FileHandle) => Promise<T>): Promise<T> {
+/** Opens a file for random access; a missing or unreadable file is an Error naming it. */
+export async function fileSource(path: string): Promise<ByteSource> {
   let fh: FileHandle;
   try {
     fh = await open(path, 'r');
   } catch (e) {
     throw new Error(`safetensors ${path}: cannot open: ${(e as Error).message}`);
   }
+  const size = (await fh.stat()).size;
+  return {
+    name: path,
+    size,
+    async read(position, into, length, what) {
+      let done = 0;
+      while (done < length) {
+        const { bytesRead } = await fh.read(into, done, length - done, position + done);
+        if (bytesRead === 0) throw new Error(`safetensors ${path}: unexpected end of file reading ${what} (file changed while reading?)`);
+        done += bytesRead;
+      }
+    },
+    close: () => fh.close(),
+  };
+}
+
+/** Opens `path` and reads its header; close `source` when done. */
+export async function openSafetensorsFile(path: string): Promise<SafetensorsFile> {
+  return openSafetensorsSource(await fileSource(path));
+}
+
+async function withFile<T>(path: string, fn: (f: SafetensorsFile) => Promise<T>): Promise<T> {
+  const f = await openSafetensorsFile(path);
   try {
-    return await fn(fh);
+    return await fn(f);
   } finally {
-    await fh.close();
+    await f.source.close();
   }
 }
 
 /** Reads and validates the header only: names, dtypes, shapes and byte ranges. */
 export function readSafetensorsHeader(path: string): Promise<SafetensorsHeader> {
-  return withFile(path, (fh) => headerOf(fh, path));
-}
-
-export interface LoadOptions {
-  device: Device;
-  /** What float tensors (F64/F32/F16/BF16) become; default f32. Integers load as i32 (U32 as u32). */
-  dtype?: 'f32' | 'f16';
-  /** Load only the tensors whose names pass. */
-  filter?: (name: string) => boolean;
-  /** Largest host read, in source bytes (default 64 MiB; tests lower it to exercise chunking). */
-  chunkBytes?: number;
+  return withFile(path, async (f) => f.header);
 }
 
 /** Streams the chosen tensors of a file onto the GPU. On any error, tensors made so far are disposed. */
 export async function loadSafetensors(path: string, opts: LoadOptions): Promise<Map<string, Tensor>> {
-  const { device, filter } = opts;
-  const float = opts.dtype ?? 'f32';
-  if (float === 'f16' && !device.hasF16) throw new Error(`loadSafetensors ${path}: dtype f16 needs shader-f16, which ${device.adapterName} does not offer; use f32`);
-  const chunkBytes = Math.max(16, Math.floor(opts.chunkBytes ?? DEFAULT_CHUNK_BYTES));
-  const out = new Map<string, Tensor>();
-  try {
-    await withFile(path, async (fh) => {
-      const header = await headerOf(fh, path);
-      const chosen = [...header.tensors].filter(([name]) => !filter || filter(name));
-      // One source buffer for every chunk of every tensor, sized for the largest need.
-      const largest = chosen.reduce((m, [, e]) => Math.max(m, e.end - e.begin), 0);
-      const src = new Uint8Array(Math.min(largest, chunkBytes));
-      const targets = new Map<DType, ReturnType<typeof uploadArray>>();
-      for (const [name, e] of chosen) {
-        const where = `safetensors ${path}: tensor "${name}"`;
-        if (e.shape.length > MAX_RANK) throw new Error(`${where}: rank ${e.shape.length} of shape ${fmt(e.shape)} exceeds the engine's maximum rank ${MAX_RANK}`);
-        const dtype = loadDType(e.dtype, float);
-        const t = new Tensor(device, e.shape, dtype);
-        out.set(name, t);
-        const srcItem = SAFETENSORS_DTYPES[e.dtype].bytes;
-        // Elements per chunk: even, so f16 chunk offsets stay multiples of 4 bytes as
-        // queue.writeBuffer requires (device.write pads an odd tail, and pooled buffers are
-        // rounded up to 256 bytes, so the padding lands inside the allocation).
-        const per = Math.max(2, Math.floor(src.length / srcItem) & ~1);
-        let tgt = targets.get(dtype);
-        const need = Math.min(per, t.size);
-        if (!tgt || tgt.length < need) { tgt = uploadArray(dtype, need); targets.set(dtype, tgt); }
-        for (let i = 0; i < t.size; i += per) {
-          const n = Math.min(per, t.size - i);
-          const bytes = n * srcItem;
-          await readExact(fh, src, bytes, header.dataStart + e.begin + i * srcItem, path, `tensor "${name}"`);
-          convertElements(src.subarray(0, bytes), e.dtype, tgt, n, where, i);
-          device.write(t.buffer('loadSafetensors'), i * bytesOf(dtype), tgt.subarray(0, n));
-        }
-      }
-    });
-  } catch (e) {
-    for (const t of out.values()) t.dispose();
-    throw e;
-  }
-  return out;
+  if ((opts.dtype ?? 'f32') === 'f16' && !opts.device.hasF16) throw new Error(`loadSafetensors ${path}: dtype f16 needs shader-f16, which ${opts.device.adapterName} does not offer; use f32`);
+  return withFile(path, (f) => loadSafetensorsFrom(f, opts));
 }
 
 /** One tensor's values on the host (floats as Float32Array, integers as Int32Array / Uint32Array). For tests and small data. */
 export async function readSafetensorsHost(path: string, name: string): Promise<{ entry: SafetensorsEntry; data: HostArray }> {
-  return withFile(path, async (fh) => {
-    const header = await headerOf(fh, path);
-    const entry = header.tensors.get(name);
-    if (!entry) throw new Error(`safetensors ${path}: no tensor "${name}" (the file has ${header.tensors.size} tensors)`);
-    const dtype = loadDType(entry.dtype, 'f32');
-    const bytes = entry.end - entry.begin;
-    const src = new Uint8Array(bytes);
-    await readExact(fh, src, bytes, header.dataStart + entry.begin, path, `tensor "${name}"`);
-    const n = bytes / SAFETENSORS_DTYPES[entry.dtype].bytes;
-    const data = uploadArray(dtype, n) as HostArray;
-    convertElements(src, entry.dtype, data, n, `safetensors ${path}: tensor "${name}"`);
-    return { entry, data };
-  });
+  return withFile(path, (f) => readSafetensorsHostFrom(f, name));
 }
 
 const SAVE_DTYPE: Record<DType, SafeDType> = { f32: 'F32', f16: 'F16', i32: 'I32', u32: 'U32' };
