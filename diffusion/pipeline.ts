@@ -20,7 +20,7 @@ import { concat, slice, stack } from '../engine/ops/movement.js';
 import { randomNormal } from '../engine/ops/random.js';
 import { countNonFinite } from '../engine/finite.js';
 import { tensor } from '../engine/tensor.js';
-import { StableDiffusion } from './load.js';
+import type { StableDiffusion } from './load-folder.js';
 import { ddimStep } from './ddim.js';
 
 /** Text embeddings per prompt, computed once and kept (the negative prompt too). */

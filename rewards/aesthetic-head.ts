@@ -7,7 +7,7 @@
 import { Tensor, div, matmul, add, noGrad, reshape, sqrt, sum, square, tidy, nn } from '../engine/index.js';
 import type { Device } from '../engine/index.js';
 import { planCheckedLoad, streamInto } from '../diffusion/models/checked-load.js';
-import { readSafetensorsHeader } from '../engine/safetensors.js';
+import { SafetensorsFile, openSafetensorsFile } from '../engine/safetensors.js';
 
 /** [index in the Sequential, output width]; the first layer's input is CLIP's projection width. */
 const LAYERS: readonly [number, number][] = [[0, 1024], [2, 128], [4, 64], [6, 16], [7, 1]];
@@ -55,17 +55,26 @@ export class AestheticHead extends nn.Module {
  * extra key is an Error naming the file and the keys.
  */
 export async function loadAestheticHead(path: string, device: Device, expectInput?: number): Promise<AestheticHead> {
-  const header = await readSafetensorsHeader(path).catch((e: Error) => { throw new Error(`aesthetic head ${path}: ${e.message}`); });
+  const file = await openSafetensorsFile(path).catch((e: Error) => { throw new Error(`aesthetic head ${path}: ${e.message}`); });
+  try {
+    return await loadHead(file, path, device, expectInput);
+  } finally {
+    await file.source.close();
+  }
+}
+
+async function loadHead(file: SafetensorsFile, path: string, device: Device, expectInput?: number): Promise<AestheticHead> {
+  const header = file.header;
   const first = header.tensors.get('layers.0.weight');
   if (!first || first.shape.length !== 2) throw new Error(`aesthetic head ${path}: no 2-D layers.0.weight (is this the LAION head? expected layers.{0,2,4,6,7}.{weight,bias}, Linear D→1024→128→64→16→1)`);
   const D = first.shape[1];
   if (expectInput !== undefined && D !== expectInput) {
     throw new Error(`aesthetic head ${path}: it takes ${D}-d embeddings (layers.0.weight [${first.shape.join(', ')}]) but the CLIP model's projection gives ${expectInput}-d ones: use the head made for this CLIP model`);
   }
-  const fileKey = await planCheckedLoad(path, new Map(aestheticHeadShapes(D)), (k) => k, 'aesthetic head');
+  const fileKey = planCheckedLoad(file, new Map(aestheticHeadShapes(D)), (k) => k, 'aesthetic head');
   const head = new AestheticHead(D, device);
   try {
-    await streamInto(head, path, fileKey, device, 'f32', () => 'all');
+    await streamInto(head, file, fileKey, device, 'f32', () => 'all');
   } catch (e) {
     head.dispose();
     throw e;

@@ -2,20 +2,21 @@
 // fixes: the whole file is checked from its header first (every missing, unexpected, duplicated,
 // mis-shaped or non-float key reported in one Error), then tensors are streamed in groups (one
 // transformer layer at a time) and copied into the model, so peak memory is the model plus one
-// group, not the model plus the file.
+// group, not the model plus the file. Files come from a ModelFolder (disk, fetch, memory), so
+// this runs in browsers too.
 
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { fmt, nn } from '../../engine/index.js';
 import type { Device } from '../../engine/index.js';
-import { SafetensorsHeader, loadSafetensors, readSafetensorsHeader } from '../../engine/safetensors.js';
+import { SafetensorsFile, loadSafetensorsFrom, openSafetensorsSource } from '../../engine/io/safetensors-load.js';
+import type { SafetensorsHeader } from '../../engine/io/safetensors-format.js';
+import { ModelFolder, openSource } from '../../engine/io/source.js';
 
-/** Reads `folder/config.json`; a missing folder or file and bad JSON are Errors naming the path. */
-export async function readConfigJson(folder: string, label: string): Promise<{ json: unknown; path: string }> {
-  const path = join(folder, 'config.json');
+/** Reads and parses a JSON file of a folder; a missing file and bad JSON are Errors naming the path. */
+export async function readJsonFile(folder: ModelFolder, name: string, label: string): Promise<{ json: unknown; path: string }> {
+  const path = folder.describe(name);
   let text: string;
   try {
-    text = await readFile(path, 'utf8');
+    text = await folder.readText(name);
   } catch (e) {
     throw new Error(`${label}: cannot read ${path}: ${(e as Error).message}`);
   }
@@ -24,6 +25,16 @@ export async function readConfigJson(folder: string, label: string): Promise<{ j
   } catch (e) {
     throw new Error(`${label}: ${path} is not valid JSON: ${(e as Error).message}`);
   }
+}
+
+/** Reads `folder/config.json` (readJsonFile). */
+export function readConfigJson(folder: ModelFolder, label: string): Promise<{ json: unknown; path: string }> {
+  return readJsonFile(folder, 'config.json', label);
+}
+
+/** Opens a weights file of a folder and reads its header; close `source` when done. */
+export async function openWeights(folder: ModelFolder, name: string): Promise<SafetensorsFile> {
+  return openSafetensorsSource(await openSource(folder, name));
 }
 
 const FLOAT_FILE_DTYPES = new Set(['F64', 'F32', 'F16', 'BF16']);
@@ -62,9 +73,10 @@ export function compareHeader(header: SafetensorsHeader, expected: ReadonlyMap<s
   return { fileKey, missing: [...expected.keys()].filter((n) => !fileKey.has(n)), unexpected, bad };
 }
 
-/** Checks `path` against the expected names and shapes; returns file key by model name, or throws one Error listing every problem. */
-export async function planCheckedLoad(path: string, expected: ReadonlyMap<string, readonly number[]>, mapKey: KeyMapper, label: string): Promise<Map<string, string>> {
-  const { fileKey, missing, unexpected, bad } = compareHeader(await readSafetensorsHeader(path), expected, mapKey);
+/** Checks a file against the expected names and shapes; returns file key by model name, or throws one Error listing every problem. */
+export function planCheckedLoad(file: SafetensorsFile, expected: ReadonlyMap<string, readonly number[]>, mapKey: KeyMapper, label: string): Map<string, string> {
+  const path = file.source.name;
+  const { fileKey, missing, unexpected, bad } = compareHeader(file.header, expected, mapKey);
   if (missing.length || unexpected.length || bad.length) {
     const lines = [`${label} ${path}: the weights do not fit the config`];
     if (missing.length) lines.push(`  missing keys (${missing.length}): ${missing.join(', ')}`);
@@ -85,7 +97,7 @@ export function layerGroup(name: string): string {
  * Streams the planned tensors into `model` group by group (cast to `dtype`). The caller disposes
  * the model if this throws.
  */
-export async function streamInto(model: nn.Module, path: string, fileKey: ReadonlyMap<string, string>, device: Device, dtype: 'f32' | 'f16', groupOf: (name: string) => string = layerGroup): Promise<void> {
+export async function streamInto(model: nn.Module, file: SafetensorsFile, fileKey: ReadonlyMap<string, string>, device: Device, dtype: 'f32' | 'f16', groupOf: (name: string) => string = layerGroup): Promise<void> {
   const groups = new Map<string, string[]>();
   for (const name of fileKey.keys()) {
     const g = groupOf(name);
@@ -94,7 +106,7 @@ export async function streamInto(model: nn.Module, path: string, fileKey: Readon
   }
   for (const names of groups.values()) {
     const wanted = new Map(names.map((n) => [fileKey.get(n)!, n]));
-    const loaded = await loadSafetensors(path, { device, dtype, filter: (k) => wanted.has(k) });
+    const loaded = await loadSafetensorsFrom(file, { device, dtype, filter: (k) => wanted.has(k) });
     try {
       model.loadStateDict(new Map([...loaded].map(([k, t]) => [wanted.get(k)!, t])), { strict: false });
     } finally {
@@ -104,20 +116,25 @@ export async function streamInto(model: nn.Module, path: string, fileKey: Readon
 }
 
 /**
- * The whole checked load: the file is planned from its header first (nothing is allocated when it
- * does not fit), then `build` makes the model with empty weights and the file is streamed into it;
- * the model is freed if streaming fails.
+ * The whole checked load of `folder/name`: the file is planned from its header first (nothing is
+ * allocated when it does not fit), then `build` makes the model with empty weights and the file
+ * is streamed into it; the model is freed if streaming fails.
  */
 export async function loadCheckedModel<M extends nn.Module & { readonly dtype: 'f32' | 'f16' }>(
-  path: string, expected: ReadonlyMap<string, readonly number[]>, mapKey: KeyMapper, label: string, device: Device, build: () => M,
+  folder: ModelFolder, name: string, expected: ReadonlyMap<string, readonly number[]>, mapKey: KeyMapper, label: string, device: Device, build: () => M,
 ): Promise<M> {
-  const fileKey = await planCheckedLoad(path, expected, mapKey, label);
-  const model = build();
+  const file = await openWeights(folder, name);
   try {
-    await streamInto(model, path, fileKey, device, model.dtype);
-  } catch (e) {
-    model.dispose();
-    throw e;
+    const fileKey = planCheckedLoad(file, expected, mapKey, label);
+    const model = build();
+    try {
+      await streamInto(model, file, fileKey, device, model.dtype);
+    } catch (e) {
+      model.dispose();
+      throw e;
+    }
+    return model;
+  } finally {
+    await file.source.close();
   }
-  return model;
 }

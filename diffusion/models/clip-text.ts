@@ -2,3 +2,4 @@
 export * from './clip-config.js';
 export * from './clip-text-model.js';
 export * from './clip-text-io.js';
+export * from './clip-text-load.js';

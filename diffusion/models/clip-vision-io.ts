@@ -12,6 +12,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Device } from '../../engine/index.js';
 import { getDefaultDevice } from '../../engine/tensor.js';
+import { nodeFolder } from '../../engine/files.js';
 import { KeyMapper, loadCheckedModel, readConfigJson } from './checked-load.js';
 import {
   ClipModelConfig, ClipVisionConfig, clipModelShapes, clipVisionWithProjectionShapes, parseClipModelConfig, parseClipVisionConfig,
@@ -33,7 +34,7 @@ const BUFFERS = new Set(['text_model.embeddings.position_ids', 'vision_model.emb
 
 /** Reads a CLIP folder's config.json and says what it holds (CLIPModel or CLIPVisionModelWithProjection). */
 export async function readClipFolderConfig(folder: string, label = 'loadClip'): Promise<ClipFolderConfig> {
-  const { json, path } = await readConfigJson(folder, label);
+  const { json, path } = await readConfigJson(nodeFolder(folder), label);
   const raw = (json && typeof json === 'object' ? json : {}) as Record<string, unknown>;
   const arch = Array.isArray(raw.architectures) ? (raw.architectures as unknown[]) : [];
   if (raw.model_type === 'clip' || arch.includes('CLIPModel')) return { kind: 'clip', config: parseClipModelConfig(json, path) };
@@ -54,8 +55,7 @@ export async function loadClipVisionModel(folder: string, opts: LoadClipOptions 
   const device = opts.device ?? getDefaultDevice();
   const info = await readClipFolderConfig(folder, label);
   const cfg = info.kind === 'clip' ? { ...info.config.vision, projectionDim: info.config.projectionDim } : info.config;
-  const path = join(folder, opts.weightsName ?? 'model.safetensors');
-  return loadCheckedModel(path, new Map(clipVisionWithProjectionShapes(cfg)), info.kind === 'clip' ? visionOnly : skipBuffers, label, device,
+  return loadCheckedModel(nodeFolder(folder), opts.weightsName ?? 'model.safetensors', new Map(clipVisionWithProjectionShapes(cfg)), info.kind === 'clip' ? visionOnly : skipBuffers, label, device,
     () => new ClipVisionModelWithProjection(cfg, { device, dtype: opts.dtype, init: 'empty' }));
 }
 
@@ -65,8 +65,7 @@ export async function loadClipModel(folder: string, opts: LoadClipOptions = {}):
   const device = opts.device ?? getDefaultDevice();
   const info = await readClipFolderConfig(folder, label);
   if (info.kind !== 'clip') throw new Error(`${label}: ${folder} holds a CLIPVisionModelWithProjection (no text tower); CLIP score needs a CLIPModel folder such as openai/clip-vit-large-patch14`);
-  const path = join(folder, opts.weightsName ?? 'model.safetensors');
-  return loadCheckedModel(path, new Map(clipModelShapes(info.config)), skipBuffers, label, device,
+  return loadCheckedModel(nodeFolder(folder), opts.weightsName ?? 'model.safetensors', new Map(clipModelShapes(info.config)), skipBuffers, label, device,
     () => new ClipModel(info.config, { device, dtype: opts.dtype, init: 'empty' }));
 }
 

@@ -4,4 +4,5 @@
 export * from './vae-config.js';
 export * from './vae-blocks.js';
 export * from './vae-model.js';
+export * from './vae-load.js';
 export * from './vae-io.js';

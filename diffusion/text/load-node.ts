@@ -4,26 +4,23 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { ClipTokenizer } from '../tokenizer.js';
+import { TOKENIZER_FILES, TokenizerTexts } from './load-folder.js';
 
 /**
  * From a diffusers `tokenizer/` folder: vocab.json and merges.txt (required),
  * special_tokens_map.json and tokenizer_config.json (optional; SD v1 defaults when absent).
  */
 export function loadClipTokenizer(dir: string): ClipTokenizer {
-  const read = (name: string, required: boolean): string | undefined => {
-    const p = join(dir, name);
+  const texts: Partial<TokenizerTexts> = {};
+  for (const f of TOKENIZER_FILES) {
+    const p = join(dir, f.name);
     if (!existsSync(p)) {
-      if (required) throw new Error(`loadClipTokenizer: ${p} not found`);
-      return undefined;
+      if (f.required) throw new Error(`loadClipTokenizer: ${p} not found`);
+      continue;
     }
-    return readFileSync(p, 'utf8');
-  };
-  return new ClipTokenizer({
-    vocab: read('vocab.json', true)!,
-    merges: read('merges.txt', true)!,
-    specialTokensMap: read('special_tokens_map.json', false),
-    tokenizerConfig: read('tokenizer_config.json', false),
-  });
+    texts[f.key] = readFileSync(p, 'utf8');
+  }
+  return new ClipTokenizer(texts as TokenizerTexts);
 }
 
 /** From OpenAI's bpe_simple_vocab_16e6.txt.gz (or the plain .txt). */
