@@ -42,6 +42,10 @@ export interface LoadOptions {
 }
 
 export const PIPELINE_PARTS = ['unet', 'vae', 'text_encoder', 'tokenizer', 'scheduler'] as const;
+/** A file each component folder has: a web server cannot say whether a folder exists, only a file. */
+const PART_FILE: Record<(typeof PIPELINE_PARTS)[number], string> = {
+  unet: 'unet/config.json', vae: 'vae/config.json', text_encoder: 'text_encoder/config.json', tokenizer: 'tokenizer/vocab.json', scheduler: 'scheduler/scheduler_config.json',
+};
 
 /** Loads all components of a pipeline folder; an Error lists every component that failed and why. */
 export async function loadStableDiffusionFrom(folder: ModelFolder, opts: LoadOptions = {}): Promise<StableDiffusion> {
@@ -50,7 +54,7 @@ export async function loadStableDiffusionFrom(folder: ModelFolder, opts: LoadOpt
   if (!(await folder.exists('model_index.json'))) throw new Error(`${where}: not a diffusers pipeline folder (no model_index.json). Expected ${PIPELINE_PARTS.join('/, ')}/ inside.`);
   await readJsonFile(folder, 'model_index.json', where);
   const missing: string[] = [];
-  for (const p of PIPELINE_PARTS) if (!(await folder.exists(p))) missing.push(p);
+  for (const p of PIPELINE_PARTS) if (!(await folder.exists(p)) && !(await folder.exists(PART_FILE[p]))) missing.push(p);
   if (missing.length) throw new Error(`${where}: missing component folder(s): ${missing.join(', ')}`);
   const problems: string[] = [];
   const attempt = async <T>(part: string, fn: () => Promise<T> | T): Promise<T | null> => {
