@@ -54,7 +54,7 @@ export async function loadStableDiffusionFrom(folder: ModelFolder, opts: LoadOpt
   if (!(await folder.exists('model_index.json'))) throw new Error(`${where}: not a diffusers pipeline folder (no model_index.json). Expected ${PIPELINE_PARTS.join('/, ')}/ inside.`);
   await readJsonFile(folder, 'model_index.json', where);
   const missing: string[] = [];
-  for (const p of PIPELINE_PARTS) if (!(await folder.exists(p)) && !(await folder.exists(PART_FILE[p]))) missing.push(p);
+  for (const p of PIPELINE_PARTS) if (!(await folder.exists(PART_FILE[p])) && !(await folder.exists(p))) missing.push(p);
   if (missing.length) throw new Error(`${where}: missing component folder(s): ${missing.join(', ')}`);
   const problems: string[] = [];
   const attempt = async <T>(part: string, fn: () => Promise<T> | T): Promise<T | null> => {

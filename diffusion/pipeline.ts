@@ -185,7 +185,12 @@ async function readNonFinite(counts: Tensor, prompts: readonly string[], timeste
   }
 }
 
-export function sample(sd: StableDiffusion, opts: SampleOptions): SampleResult {
+/**
+ * The sampling loop as a generator: yields after each DDIM step (the number done) and returns the
+ * result. sample() runs it straight through; sampleAsync() waits for the GPU between steps so a
+ * page can show progress. One loop for both, so they give the same bits.
+ */
+function* sampleSteps(sd: StableDiffusion, opts: SampleOptions): Generator<number, SampleResult> {
   const prompts = [...opts.prompts];
   const B = prompts.length;
   if (!B) throw new Error('sample: no prompts');
@@ -198,23 +203,26 @@ export function sample(sd: StableDiffusion, opts: SampleOptions): SampleResult {
   const ownCache = !opts.cache;
   const cache = opts.cache ?? new TextEmbeddingCache(sd);
   const dev = sd.unet.device;
+  const { cond, uncond, latents } = noGrad(() => ({
+    cond: keep(cache.embed(prompts)),
+    uncond: keep(cache.embed(new Array(B).fill(opts.negativePrompt ?? ''))),
+    latents: [keep(randomNormal([B, C, h, w], seed, { offset: noiseOffset(0, firstSample, per), device: dev }))],
+  }));
+  const logProbs: Tensor[] = [];
+  for (let k = 0; k < timesteps.length; k++) {
+    const t = timesteps[k];
+    const [next, lp] = noGrad(() => tidy(() => {
+      const x = latents[k];
+      const eps = guidedNoise(sd, x, t, { cond, uncond, guidance });
+      const z = eta > 0 ? randomNormal([B, C, h, w], seed, { offset: noiseOffset(k + 1, firstSample, per), device: dev }) : undefined;
+      const r = ddimStep(sd.schedule, eps, t, x, { numSteps: steps, eta, noise: z });
+      return [r.prevSample, r.logProb] as const;
+    }));
+    latents.push(keep(next));
+    if (lp) logProbs.push(keep(lp));
+    yield k + 1;
+  }
   return noGrad(() => {
-    const cond = keep(cache.embed(prompts));
-    const uncond = keep(cache.embed(new Array(B).fill(opts.negativePrompt ?? '')));
-    const latents: Tensor[] = [keep(randomNormal([B, C, h, w], seed, { offset: noiseOffset(0, firstSample, per), device: dev }))];
-    const logProbs: Tensor[] = [];
-    timesteps.forEach((t, k) => {
-      const [next, lp] = tidy(() => {
-        const x = latents[k];
-        const eps = guidedNoise(sd, x, t, { cond, uncond, guidance });
-        const z = eta > 0 ? randomNormal([B, C, h, w], seed, { offset: noiseOffset(k + 1, firstSample, per), device: dev }) : undefined;
-        const r = ddimStep(sd.schedule, eps, t, x, { numSteps: steps, eta, noise: z });
-        return [r.prevSample, r.logProb] as const;
-      });
-      latents.push(keep(next));
-      if (lp) logProbs.push(keep(lp));
-      opts.onStep?.(k + 1, steps);
-    });
     const lpAll = logProbs.length ? keep(stack(logProbs, 1)) : null;
     for (const t of logProbs) t.dispose();
     const decoded = opts.decode === false ? null : decodeChecked(sd, latents[steps], opts.decodeBatch ?? 2);
@@ -235,6 +243,31 @@ export function sample(sd: StableDiffusion, opts: SampleOptions): SampleResult {
     };
     return { trajectory, images, nonFinite };
   });
+}
+
+export function sample(sd: StableDiffusion, opts: SampleOptions): SampleResult {
+  const steps = opts.steps ?? 50;
+  const run = sampleSteps(sd, opts);
+  for (;;) {
+    const r = run.next();
+    if (r.done) return r.value;
+    opts.onStep?.(r.value, steps);
+  }
+}
+
+/**
+ * sample(), waiting for the GPU after each step before calling onStep (and letting the page
+ * repaint), so a progress bar follows the real work. The same loop and bits as sample().
+ */
+export async function sampleAsync(sd: StableDiffusion, opts: SampleOptions): Promise<SampleResult> {
+  const steps = opts.steps ?? 50;
+  const run = sampleSteps(sd, opts);
+  for (;;) {
+    const r = run.next();
+    if (r.done) return r.value;
+    await sd.unet.device.sync();
+    opts.onStep?.(r.value, steps);
+  }
 }
 
 export interface StepEval {

@@ -1,4 +1,5 @@
-// Builds the browser bundle dist/web/ddpo-webgpu.js (ESM, platform browser) from web/ddpo-webgpu.ts.
+// Builds the browser bundle dist/web/ddpo-webgpu.js (ESM, platform browser) from web/ddpo-webgpu.ts,
+// and the demo page's script dist/web/app.js from web/app.ts.
 // Fails if any Node built-in would end up in it, naming the file that imports it, so Node-only
 // code (fs reads, worker_threads) cannot leak into the browser graph unnoticed. Runs after tsc, whose
 // dist/web/ddpo-webgpu.js (unbundled) it replaces; tsc's .d.ts next to it types the ./browser export.
@@ -22,8 +23,12 @@ const noNodeBuiltins = {
 
 try {
   await build({
-    entryPoints: ['web/ddpo-webgpu.ts'],
-    outfile: 'dist/web/ddpo-webgpu.js',
+    // The library bundle, the demo page (web/index.html) and its reward worker.
+    entryPoints: [
+      { in: 'web/ddpo-webgpu.ts', out: 'ddpo-webgpu' },
+      { in: 'web/app.ts', out: 'app' },
+    ],
+    outdir: 'dist/web',
     bundle: true,
     format: 'esm',
     platform: 'browser',

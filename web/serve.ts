@@ -1,5 +1,6 @@
-// A tiny static file server for the browser page and test: serves the repository root on
-// 127.0.0.1 (never another interface). `npm run web` runs it on port 8080 (or PORT).
+// A tiny static file server for the browser pages and test: serves the repository root (web/,
+// dist/web/, models/) on 127.0.0.1 (never another interface). `npm run web` runs it on port 8080
+// (or PORT) and prints the demo page's URL.
 
 import { createServer, Server } from 'node:http';
 import { readFile } from 'node:fs/promises';
@@ -8,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 
 const TYPES: Record<string, string> = {
   '.html': 'text/html; charset=utf-8', '.js': 'text/javascript', '.mjs': 'text/javascript', '.json': 'application/json',
-  '.map': 'application/json', '.txt': 'text/plain; charset=utf-8', '.png': 'image/png', '.css': 'text/css',
+  '.map': 'application/json', '.txt': 'text/plain; charset=utf-8', '.png': 'image/png', '.css': 'text/css', '.svg': 'image/svg+xml',
 };
 
 /** Starts serving `root` on 127.0.0.1:`port` (0 = a free port); resolves with the server and its URL. */
@@ -39,5 +40,5 @@ export const REPO_ROOT = resolve(fileURLToPath(import.meta.url), '..', '..', '..
 
 if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   const { url } = await serveStatic(REPO_ROOT, Number(process.env.PORT ?? 8080));
-  console.log(`Serving ${REPO_ROOT} at ${url}/web/test.html (Chromium needs --enable-unsafe-webgpu on Linux; Ctrl-C stops)`);
+  console.log(`Serving ${REPO_ROOT} on 127.0.0.1 (Ctrl-C stops):\n  ${url}/web/index.html   sample and fine-tune models/emoji-16\n  ${url}/web/test.html    the engine's op checks\nChromium on Linux needs --enable-unsafe-webgpu --enable-features=Vulkan.`);
 }
