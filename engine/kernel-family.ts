@@ -14,7 +14,7 @@ export type KernelFamily = 'software' | 'gpu';
  * Forces one family on every device (tests run each op under both; benchmarks compare them).
  * Also settable with the environment variable DDPO_KERNELS=software|gpu.
  */
-export const kernelFamilyOverride: { family?: KernelFamily } = {};
+export const kernelFamilyOverride: { family?: KernelFamily; convColumns?: 4 | 8 } = {};
 
 const SOFTWARE_NAME = /llvmpipe|lavapipe|swiftshader|software/i;
 
@@ -32,4 +32,20 @@ export function isSoftwareAdapterName(name: string): boolean {
 /** The kernel family for a device: the override, else DDPO_KERNELS, else from the adapter's name. */
 export function kernelFamily(dev: { adapterName: string }): KernelFamily {
   return kernelFamilyOverride.family ?? fromEnv() ?? (isSoftwareAdapterName(dev.adapterName) ? 'software' : 'gpu');
+}
+
+const SWIFTSHADER_NAME = /swiftshader/i;
+
+/**
+ * Columns of the software conv2d kernels' register block (kernels/conv2d-rb.ts): 8, or 4 on
+ * SwiftShader (Chromium's software adapter), whose shader compiler takes minutes on the 16×8
+ * kernels and then crashes the GPU process on the stride-2 input-gradient one (measured in
+ * headless Chromium 156: the device is lost at the op checks' stride-2 conv). Either width sums
+ * each output in the same order, so the bits are the same; tests force 4 in Node with
+ * `kernelFamilyOverride.convColumns` or DDPO_CONV_COLUMNS=4.
+ */
+export function convBlockColumns(dev: { adapterName: string }): 4 | 8 {
+  const v = typeof process !== 'undefined' ? process.env?.DDPO_CONV_COLUMNS : undefined;
+  if (v !== undefined && v !== '' && v !== '4' && v !== '8') throw new Error(`DDPO_CONV_COLUMNS=${v}: expected 4 or 8 (or unset: chosen from the adapter)`);
+  return kernelFamilyOverride.convColumns ?? (v ? (Number(v) as 4 | 8) : undefined) ?? (SWIFTSHADER_NAME.test(dev.adapterName) ? 4 : 8);
 }

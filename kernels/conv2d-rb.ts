@@ -30,9 +30,18 @@ import { DType } from '../engine/dtype.js';
 import { ConvMode, convLayout } from './conv2d.js';
 import { declareBindings, f16Enable } from './common.js';
 
-/** Outputs per invocation (R rows × C columns) and invocations per workgroup (WX along N, WY along M). */
+/**
+ * Outputs per invocation (R rows × C columns) and invocations per workgroup (WX along N, WY along
+ * M). C is 8, or 4 where the device asks for narrower blocks (engine/kernel-family.ts
+ * convBlockColumns: SwiftShader's shader compiler crashes on the 16×8 blocks); either way each
+ * output is the same sum in the same order, so the bits do not change.
+ */
 export const CONV_RB = { R: 16, C: 8, WX: 4, WY: 2 } as const;
-export const CONV_RB_TILE = { BM: CONV_RB.R * CONV_RB.WY, BN: CONV_RB.C * CONV_RB.WX };
+export type ConvBlockColumns = 4 | 8;
+/** The workgroup's tile of the product: BM rows by BN columns. */
+export function convRbTile(cols: ConvBlockColumns = CONV_RB.C): { BM: number; BN: number } {
+  return { BM: CONV_RB.R * CONV_RB.WY, BN: cols * CONV_RB.WX };
+}
 
 export interface ConvRbStatic {
   /** dx only: stride and dilation baked into the kernel. */
@@ -45,9 +54,10 @@ export interface ConvRbStatic {
  * the R values one k needs are R/4 vec4 reads instead of R scalar ones. Needs M (and for dw Cout)
  * a multiple of 4 (engine/ops/conv2d.ts decides).
  */
-export function convRbKey(mode: ConvMode, dtype: DType, st?: ConvRbStatic, packed = false): string {
+export function convRbKey(mode: ConvMode, dtype: DType, st?: ConvRbStatic, packed = false, cols: ConvBlockColumns = CONV_RB.C): string {
   const base = mode === 'dx' && st ? `conv2d-rb:dx:${dtype}:${st.SH}x${st.SW}:${st.DH}x${st.DW}` : `conv2d-rb:${mode}:${dtype}`;
-  return packed ? `${base}:${mode === 'dw' ? 'g4' : 'w4'}` : base;
+  const key = packed ? `${base}:${mode === 'dw' ? 'g4' : 'w4'}` : base;
+  return cols === CONV_RB.C ? key : `${key}:c${cols}`;
 }
 
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
@@ -59,8 +69,9 @@ function fmas(R: number, C: number, ind: string): string {
   return out.join('\n');
 }
 
-export function convRbWGSL(mode: ConvMode, dtype: DType, st?: ConvRbStatic, packed = false): string {
-  const { R, C, WX, WY } = CONV_RB;
+export function convRbWGSL(mode: ConvMode, dtype: DType, st?: ConvRbStatic, packed = false, cols: ConvBlockColumns = CONV_RB.C): string {
+  const { R, WX, WY } = CONV_RB;
+  const C = cols;
   const w4 = packed && mode !== 'dw', g4 = packed && mode === 'dw';
   const wType = (w4 ? `vec4<${dtype}>` : dtype) as DType;
   const gType = (g4 ? `vec4<${dtype}>` : dtype) as DType;

@@ -9,7 +9,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { backward } from '../engine/autograd.js';
 import { DType } from '../engine/dtype.js';
-import { KernelFamily, kernelFamily, kernelFamilyOverride } from '../engine/kernel-family.js';
+import { KernelFamily, convBlockColumns, kernelFamily, kernelFamilyOverride } from '../engine/kernel-family.js';
 import { Tensor } from '../engine/tensor.js';
 import { Conv2dOptions, conv2d, conv2dGeometry, matmul, slice, sum } from '../engine/ops/index.js';
 import { winogradApplies } from '../engine/ops/conv2d-winograd.js';
@@ -95,6 +95,44 @@ s('conv2d: both families give the same bits (forward, dx, dw, db; f32 and f16; s
       // a tree, so they agree closely but not bit for bit.
       if (a.length > 3) assertClose(floats(a[3]), floats(b[3]), dtype === 'f16' ? 2e-3 : 1e-5, 1e-5, `case ${i} ${dtype} db`);
     }
+  }
+});
+
+s('conv2d software kernels with 4-column blocks (the SwiftShader variant) give the 8-column bits', async () => {
+  assert.is(convBlockColumns({ adapterName: 'google swiftshader' }), 4);
+  assert.is(convBlockColumns({ adapterName: 'llvmpipe (LLVM 15.0.6, 256 bits)' }), 8);
+  const before = kernelFamilyOverride.convColumns;
+  try {
+    for (const dtype of (dev.hasF16 ? ['f32', 'f16'] : ['f32']) as DType[]) {
+      for (const [i, c] of convCases.entries()) {
+        if (dtype === 'f16' && i > 2 && i < 6) continue;
+        kernelFamilyOverride.convColumns = 8;
+        const wide = await convRun(c, dtype, 'software');
+        kernelFamilyOverride.convColumns = 4;
+        const compiled = dev.pipelineCount;
+        const narrow = await convRun(c, dtype, 'software');
+        if (i === 1) assert.ok(dev.pipelineCount > compiled, 'the 4-column kernels are pipelines of their own');
+        ['forward', 'dx', 'dw', 'db'].slice(0, wide.length).forEach((what, k) => assert.equal(narrow[k], wide[k], `case ${i} ${dtype} ${what}`));
+      }
+    }
+    // The width is the device's: a batch and its one sample agree under the narrow blocks too.
+    await under('software', async () => {
+      const x = randTensor([5, 6, 7, 7], 41).t, w = randTensor([9, 6, 3, 3], 42).t;
+      const whole = conv2d(x, w, null, { padding: 1, stride: 2 });
+      const alone = conv2d(slice(x, [3, 0, 0, 0], [4, 6, 7, 7]), w, null, { padding: 1, stride: 2 });
+      assert.equal(await bits(alone), await bits(slice(whole, [3, 0, 0, 0], [4, 9, 4, 4])), 'conv2d stride 2, 4-column blocks');
+    });
+  } finally {
+    kernelFamilyOverride.convColumns = before;
+  }
+  const env = process.env.DDPO_CONV_COLUMNS;
+  try {
+    process.env.DDPO_CONV_COLUMNS = '4';
+    assert.is(convBlockColumns({ adapterName: 'llvmpipe' }), 4);
+    process.env.DDPO_CONV_COLUMNS = '6';
+    await assertThrows(() => convBlockColumns({ adapterName: 'x' }), /DDPO_CONV_COLUMNS=6/);
+  } finally {
+    if (env === undefined) delete process.env.DDPO_CONV_COLUMNS; else process.env.DDPO_CONV_COLUMNS = env;
   }
 });
 

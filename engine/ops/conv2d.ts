@@ -15,8 +15,8 @@ import { bindingWindow } from '../chunk.js';
 import { fmt } from '../shape.js';
 import { Tensor } from '../tensor.js';
 import { CONV_SHARED_BYTES, CONV_THREADS, CONV_TILE, ConvMode, convKey, convLayout, convTileRows, convWGSL } from '../../kernels/conv2d.js';
-import { CONV_RB_TILE, convRbKey, convRbWGSL } from '../../kernels/conv2d-rb.js';
-import { kernelFamily } from '../kernel-family.js';
+import { convRbKey, convRbTile, convRbWGSL } from '../../kernels/conv2d-rb.js';
+import { convBlockColumns, kernelFamily } from '../kernel-family.js';
 import { planBands } from './conv2d-bands.js';
 import { runWinograd, runWinogradWeightGrad, winogradApplies } from './conv2d-winograd.js';
 import { cast } from './elementwise.js';
@@ -303,6 +303,9 @@ function runConv(mode: ConvMode, geo: Conv2dGeometry, inputs: (Tensor | null)[],
   if (per === 0) { packed?.dispose(); runBanded(mode, geo, original, out, label); return; }
   const maxG = dev.limits.maxComputeWorkgroupsPerDimension;
   const { BN } = CONV_TILE;
+  // The software block's width follows the device only (never the shape): batch independence holds.
+  const cols = convBlockColumns(dev);
+  const rbTile = convRbTile(cols);
   for (let s0 = 0; s0 < N; s0 += per) {
     const ns = Math.min(per, N - s0);
     const wins = ops.map((o) => (o.perSample ? windowOf(o, s0 * o.perSample, ns * o.perSample, align) : windowOf(o, 0, o.total, align)));
@@ -320,12 +323,12 @@ function runConv(mode: ConvMode, geo: Conv2dGeometry, inputs: (Tensor | null)[],
       off0: wins[0].offset, off1: wins[1].offset, off2: mode === 'fwd' ? wins[2].offset : 0, offO: outWin.offset,
       flag: mode === 'fwd' ? (inputs[2] ? 1 : 0) : mode === 'dw' ? (s0 > 0 || carry ? 1 : 0) : 0,
     };
-    const BM = software ? CONV_RB_TILE.BM : convTileRows(M);
-    const BNc = software ? CONV_RB_TILE.BN : BN;
+    const BM = software ? rbTile.BM : convTileRows(M);
+    const BNc = software ? rbTile.BN : BN;
     const gx = Math.ceil(NN / BNc), gy = Math.ceil(M / BM);
     const st = { SH: geo.SH, SW: geo.SW, DH: geo.DH, DW: geo.DW };
-    const key = software ? convRbKey(mode, dtype, st, !!packed) : convKey(mode, dtype, BM);
-    const code = software ? () => convRbWGSL(mode, dtype, st, !!packed) : () => convWGSL(mode, dtype, BM);
+    const key = software ? convRbKey(mode, dtype, st, !!packed, cols) : convKey(mode, dtype, BM);
+    const code = software ? () => convRbWGSL(mode, dtype, st, !!packed, cols) : () => convWGSL(mode, dtype, BM);
     for (let z = 0; z < gz; z += maxG) {
       for (let y = 0; y < gy; y += maxG) {
         for (let xb = 0; xb < gx; xb += maxG) {
