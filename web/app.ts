@@ -82,7 +82,7 @@ async function init(): Promise<PageInfo> {
   if (!navigator.gpu) throw new Error('navigator.gpu is missing: this browser has no WebGPU (Chromium on Linux: --enable-unsafe-webgpu --enable-features=Vulkan)');
   const adapter = await navigator.gpu.requestAdapter();
   if (!adapter) throw new Error('no WebGPU adapter');
-  const dev = await D.Device.fromAdapter(adapter);
+  const dev = await D.pageDevice(adapter);
   D.setDefaultDevice(dev);
   // ?kernels=software|gpu forces a kernel family (engine/kernel-family.ts), as DDPO_KERNELS does in Node.
   const forced = params.get('kernels');

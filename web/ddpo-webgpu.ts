@@ -29,6 +29,7 @@ export type { StableDiffusion, LoadOptions } from '../diffusion/load-folder.js';
 export { sample, sampleAsync, decodeLatents, TextEmbeddingCache } from '../diffusion/pipeline.js';
 export type { SampleOptions, SampleResult, Trajectory } from '../diffusion/pipeline.js';
 export { runOpChecks, lcgValues } from './op-checks.js';
+export { adapterLabel, pageDevice } from './page-device.js';
 export { kernelFamily, kernelFamilyOverride } from '../engine/kernel-family.js';
 
 /**
