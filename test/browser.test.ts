@@ -1,23 +1,35 @@
 // The engine in a real browser: builds nothing and installs nothing; drives the system Chromium
-// (/usr/bin/chromium, via playwright-core; no browser download) headless with WebGPU on, loads
-// web/test.html from a local static server, runs the shared op checks (web/op-checks.ts) on the
-// page's GPUDevice and compares them with the same checks on Node's device. Keeps a screenshot in
-// out/browser/. Without Chromium: fails under CI or DDPO_REQUIRE_BROWSER=1 (.ci/run sets it; it installs
-// Chromium with scripts/setup-chromium.sh), skips with a message elsewhere.
+// (/usr/bin/chromium, via playwright-core; no browser download) headless with WebGPU on, against
+// a local static server (web/serve.ts, 127.0.0.1):
+//   - web/test.html runs the shared op checks (web/op-checks.ts) on the page's GPUDevice, named
+//     both ways (Device.fromAdapter: GPU kernels; pageDevice: the software kernels the demo page
+//     uses on SwiftShader), compared with the same checks on Node's device;
+//   - web/index.html (the demo page) loads models/emoji-16 over fetch and samples a grid at a fixed
+//     seed, compared with Node sampling the same; a screenshot of the page is kept;
+//   - the page's "Fine-tune one epoch" (web/fine-tune.ts) finishes with finite rewards and loss
+//     and changes the LoRA weights.
+// Artefacts (screenshots) go to out/browser/. Without Chromium: fails under CI or
+// DDPO_REQUIRE_BROWSER=1 (.ci/run sets it; it installs Chromium with scripts/setup-chromium.sh),
+// skips with a message elsewhere.
 
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { existsSync, mkdirSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
+import type { Server } from 'node:http';
 import { join } from 'node:path';
-import { chromium, Browser } from 'playwright-core';
+import { chromium, Browser, Page } from 'playwright-core';
 import { serveStatic, REPO_ROOT } from '../web/serve.js';
 import { runOpChecks, OpCheckResults } from '../web/op-checks.js';
+import { disposeStableDiffusion, loadStableDiffusion } from '../diffusion/load.js';
+import { sample } from '../diffusion/pipeline.js';
 import { testDevice } from './helpers.js';
 
 const CHROMIUM = process.env.DDPO_CHROMIUM ?? '/usr/bin/chromium';
 export const CHROMIUM_ARGS = ['--headless=new', '--no-sandbox', '--enable-unsafe-webgpu', '--enable-features=Vulkan'];
-const BUNDLE = join(REPO_ROOT, 'dist', 'web', 'ddpo-webgpu.js');
+const BUNDLES = ['ddpo-webgpu.js', 'app.js'].map((f) => join(REPO_ROOT, 'dist', 'web', f));
 const ARTIFACTS = join(REPO_ROOT, 'out', 'browser');
+const MODEL = join(REPO_ROOT, 'models', 'emoji-16');
 
 // Both sides sum in the same order, but the adapters differ: Chromium's SwiftShader (LLVM JIT)
 // and Node's lavapipe may contract a*b+c into fma differently, flush denormals differently and
@@ -25,6 +37,16 @@ const ARTIFACTS = join(REPO_ROOT, 'out', 'browser');
 // with sums of at most ~300 terms, that stays far below 1e-4 relative to the result's scale;
 // a real kernel bug (wrong index, missing term) moves values by O(0.1) of scale.
 const TOLERANCE = 1e-4;
+
+// The fixed-seed sample the page and Node both draw: the model's reference settings
+// (models/emoji-16/README.md: η 0, guidance 3) at 8 DDIM steps instead of 25, to keep the test short.
+const SAMPLE = { prompt: 'a fox', n: 4, steps: 8, eta: 0, guidance: 3, seed: 0 };
+// Pixels in [0, 1]. The rounding differences above pass through 8 UNet steps (×2 for guidance)
+// and the VAE: measured here (Chromium 156 SwiftShader, software kernels with 4-column conv
+// blocks, vs Node lavapipe) mean |Δ| 1.06e-5, max |Δ| 8.5e-5 over the 4 images (3,072 values).
+// The tolerances leave ~10× room; a wrong kernel, seed or prompt moves pixels by O(0.1).
+const PIXEL_MEAN_TOL = 1e-4;
+const PIXEL_MAX_TOL = 1e-3;
 
 const s = suite('browser');
 const missing = !existsSync(CHROMIUM);
@@ -36,16 +58,17 @@ function maxRelError(a: number[], b: number[]): number {
   return worst;
 }
 
-async function pageOpChecks(browser: Browser, url: string, query = ''): Promise<{ family: string; adapter: string; timings: Record<string, number>; results: OpCheckResults; shot: Buffer }> {
-  const page = await browser.newPage({ viewport: { width: 900, height: 700 } });
+let server: Server | null = null, url = '', browser: Browser | null = null;
+
+/** Opens a page and runs `fn` on it; page errors and crashes are added to any failure's message. */
+async function onPage<T>(path: string, fn: (page: Page) => Promise<T>, viewport = { width: 900, height: 700 }): Promise<T> {
+  const page = await browser!.newPage({ viewport });
   const errors: string[] = [];
   page.on('pageerror', (e) => errors.push(String(e)));
   page.on('crash', () => errors.push('page crashed'));
   try {
-    await page.goto(`${url}/web/test.html${query}`);
-    const r = await page.evaluate(() => (globalThis as unknown as { opChecks: Promise<unknown> }).opChecks) as { error?: string; family: string; adapter: string; timings: Record<string, number>; results: OpCheckResults };
-    if (r.error) throw new Error(`the page failed: ${r.error}`);
-    return { ...r, shot: await page.screenshot() };
+    await page.goto(`${url}${path}`);
+    return await fn(page);
   } catch (e) {
     throw new Error(`${(e as Error).message}${errors.length ? `\npage errors: ${errors.join('; ')}` : ''}`);
   } finally {
@@ -53,26 +76,37 @@ async function pageOpChecks(browser: Browser, url: string, query = ''): Promise<
   }
 }
 
-// CI (and .ci/run, through DDPO_REQUIRE_BROWSER=1) must not pass by skipping.
-const required = !!process.env.CI || process.env.DDPO_REQUIRE_BROWSER === '1';
-if (missing && !required) {
+type PageOpChecks = { error?: string; family: string; adapter: string; timings: Record<string, number>; results: OpCheckResults };
+
+if (missing && !(process.env.CI || process.env.DDPO_REQUIRE_BROWSER === '1')) {
   console.log(`  browser: SKIPPED, ${CHROMIUM} not found (install it with \`bash scripts/setup-chromium.sh\`; CI fails instead)`);
 } else {
-  s('op checks in headless Chromium agree with Node (forward and backward)', async () => {
+  s.before(async () => {
     assert.ok(!missing, `${CHROMIUM} not found: CI must install it (bash scripts/setup-chromium.sh), or set DDPO_CHROMIUM`);
-    assert.ok(existsSync(BUNDLE), `${BUNDLE} is missing: run \`npm run build\` (it builds the browser bundle too)`);
-    const { server, url } = await serveStatic(REPO_ROOT);
-    const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
-    try {
-      let t = performance.now();
-      const expected = await runOpChecks(await testDevice());
-      const nodeMs = performance.now() - t;
+    for (const b of BUNDLES) assert.ok(existsSync(b), `${b} is missing: run \`npm run build\` (it builds the browser bundles too)`);
+    mkdirSync(ARTIFACTS, { recursive: true });
+    ({ server, url } = await serveStatic(REPO_ROOT));
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+  });
+  s.after(async () => {
+    await browser?.close();
+    server?.close();
+  });
+
+  s('op checks in headless Chromium agree with Node (forward and backward; GPU and software kernels)', async () => {
+    let t = performance.now();
+    const expected = await runOpChecks(await testDevice());
+    const nodeMs = performance.now() - t;
+    // Default naming (GPU kernels on SwiftShader), then the demo page's (software kernels, 4-column conv blocks).
+    for (const [query, shot] of [['', 'op-checks.png'], ['?device=page', 'op-checks-page-device.png']]) {
       t = performance.now();
-      const got = await pageOpChecks(browser, url);
+      const got = await onPage(`/web/test.html${query}`, async (page) => {
+        const r = await page.evaluate(() => (globalThis as unknown as { opChecks: Promise<unknown> }).opChecks) as PageOpChecks;
+        if (r.error) throw new Error(`the page failed: ${r.error}`);
+        await writeFile(join(ARTIFACTS, shot), await page.screenshot());
+        return r;
+      });
       const pageMs = performance.now() - t;
-      mkdirSync(ARTIFACTS, { recursive: true });
-      const { writeFile } = await import('node:fs/promises');
-      await writeFile(join(ARTIFACTS, 'op-checks.png'), got.shot);
       const errs: string[] = [];
       for (const [name, want] of Object.entries(expected)) {
         const have = got.results[name];
@@ -80,13 +114,41 @@ if (missing && !required) {
         assert.is(have.length, want.length, `${name}: length`);
         const err = maxRelError(have, want);
         errs.push(`${name} ${err.toExponential(1)}`);
-        assert.ok(err <= TOLERANCE, `${name}: browser vs Node max error ${err.toExponential(2)} of scale > ${TOLERANCE}`);
+        assert.ok(err <= TOLERANCE, `${got.family} kernels, ${name}: browser vs Node max error ${err.toExponential(2)} of scale > ${TOLERANCE}`);
       }
       console.log(`  browser: ${got.adapter} (${got.family} kernels); Node checks ${(nodeMs / 1000).toFixed(1)} s, page ${(pageMs / 1000).toFixed(1)} s (checks, ms: ${JSON.stringify(got.timings)}); max error of scale: ${errs.join(', ')}`);
-    } finally {
-      await browser.close();
-      server.close();
     }
+  });
+
+  s('the demo page loads models/emoji-16 over fetch and samples the same images as Node at a fixed seed', async () => {
+    const sd = await loadStableDiffusion(MODEL, { device: await testDevice() });
+    let want: Float32Array;
+    try {
+      const r = sample(sd, { prompts: new Array(SAMPLE.n).fill(SAMPLE.prompt), steps: SAMPLE.steps, eta: SAMPLE.eta, guidance: SAMPLE.guidance, seed: SAMPLE.seed });
+      want = (await r.images!.data()) as Float32Array;
+      r.images!.dispose(); r.trajectory.dispose();
+    } finally {
+      disposeStableDiffusion(sd);
+    }
+    const t = performance.now();
+    const got = await onPage('/web/index.html', async (page) => {
+      const info = await page.evaluate(() => (globalThis as unknown as { ddpoApp: { ready: Promise<unknown> } }).ddpoApp.ready) as { adapter: string; family: string; features: string[]; prompts: string[] };
+      assert.ok(info.prompts.includes(SAMPLE.prompt), `the page read models/emoji-16/prompts.txt: ${JSON.stringify(info.prompts)}`);
+      const r = await page.evaluate((o) => (globalThis as unknown as { ddpoApp: { sampleGrid(o: unknown): Promise<unknown> } }).ddpoApp.sampleGrid(o), SAMPLE) as { images: number[][]; shape: number[]; ms: number };
+      await writeFile(join(ARTIFACTS, 'page.png'), await page.screenshot({ fullPage: true }));
+      const progress = await page.evaluate(() => { const p = document.getElementById('progress') as HTMLProgressElement; return [p.value, p.max]; });
+      assert.equal(progress, [SAMPLE.steps, SAMPLE.steps], 'the progress bar ends at the last step');
+      assert.is(await page.locator('#grid canvas').count(), SAMPLE.n, 'one canvas per image');
+      return { ...r, info };
+    }, { width: 900, height: 640 });
+    const have = got.images.flat();
+    assert.is(have.length, want.length, 'image sizes');
+    let sum = 0, max = 0;
+    for (let i = 0; i < want.length; i++) { const d = Math.abs(have[i] - want[i]); sum += d; max = Math.max(max, d); }
+    const mean = sum / want.length;
+    console.log(`  browser: sampled ${SAMPLE.n} × ${got.shape.join('×')} at ${SAMPLE.steps} steps on ${got.info.adapter} (${got.info.family} kernels) in ${(got.ms / 1000).toFixed(1)} s (page ${((performance.now() - t) / 1000).toFixed(1)} s with loading); vs Node: mean |Δ| ${mean.toExponential(2)}, max |Δ| ${max.toExponential(2)}`);
+    assert.ok(mean <= PIXEL_MEAN_TOL, `mean |Δ| ${mean.toExponential(2)} > ${PIXEL_MEAN_TOL}`);
+    assert.ok(max <= PIXEL_MAX_TOL, `max |Δ| ${max.toExponential(2)} > ${PIXEL_MAX_TOL}`);
   });
 }
 
