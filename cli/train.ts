@@ -22,9 +22,8 @@ import { loadCheckpointWeights, readCheckpoint, recoverCheckpoint } from '../rl/
 import { RewardScorer } from '../rewards/scorer.js';
 import { createTinyPipeline } from '../rl/tiny-model.js';
 import { PromptRng, samplePrompts } from '../rl/prompts.js';
-import {
-  Overrides, RESUMABLE_KEYS, ResolvedConfig, coerceOverride, configDocs, describeReward, parseSetArgs, promptFn, resolveConfig, resumeConfig, rewardSpec,
-} from '../rl/config.js';
+import { Overrides, RESUMABLE_KEYS, ResolvedConfig, coerceOverride, configDocs, describeReward, parseSetArgs, resolveConfig, resumeConfig, rewardSpec } from '../rl/config.js';
+import { promptFn } from '../rl/prompts-file.js';
 import { rewardStats } from '../rl/record.js';
 import { EpochRecord, FailedEpoch, RunResult, Trainer, TrainerOptions, stopOnSignals } from '../rl/trainer.js';
 import { RunReport } from './report.js';

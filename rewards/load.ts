@@ -9,22 +9,8 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { combineRewards } from './combine.js';
 import { Reward, RewardSpec } from './types.js';
 
-/** The built-in rewards by the names the DDPO reference code uses. */
-export const BUILTIN_REWARDS = {
-  jpeg_compressibility: { module: new URL('./jpeg.js', import.meta.url).href, export: 'jpegCompressibility' },
-  jpeg_incompressibility: { module: new URL('./jpeg.js', import.meta.url).href, export: 'jpegIncompressibility' },
-  brightness: { module: new URL('./brightness.js', import.meta.url).href, export: 'brightness' },
-  darkness: { module: new URL('./brightness.js', import.meta.url).href, export: 'darkness' },
-} satisfies Record<string, RewardSpec>;
-
-export type BuiltinRewardName = keyof typeof BUILTIN_REWARDS;
-
-/** The spec of a built-in reward; throws naming the known ones. */
-export function builtinReward(name: string): RewardSpec {
-  const spec = (BUILTIN_REWARDS as Record<string, RewardSpec>)[name];
-  if (!spec) throw new Error(`builtinReward: unknown reward "${name}"; known: ${Object.keys(BUILTIN_REWARDS).join(', ')}`);
-  return spec;
-}
+export { BUILTIN_REWARDS, builtinReward } from './builtin.js';
+export type { BuiltinRewardName } from './builtin.js';
 
 /**
  * Makes module paths absolute file: URLs (relative to `cwd`), so that a worker, whose imports

@@ -15,6 +15,7 @@
 import { RewardPool, RewardPoolOptions } from './pool.js';
 import { HostedReward, MainThreadSpec, RewardContext, isMainThreadSpec, loadHostedReward } from './hosted.js';
 import { Dropped, scoreBatch } from './score.js';
+import { Deadline, NO_DEADLINE, withRetries } from './retries.js';
 import { ImageBatch, Metadata, Reward, RewardSpec, sliceBatch } from './types.js';
 
 export interface PartScores {
@@ -43,48 +44,12 @@ export interface ScorerOptions {
   timeoutMs?: number;
 }
 
-/** When a batch's scoring must end, and what its unscored samples are dropped with. */
-interface Deadline {
-  /** performance.now() time in ms (Infinity: none). */
-  at: number;
-  reason: string;
-}
-
-const NO_DEADLINE: Deadline = { at: Infinity, reason: '' };
-
 interface Unit {
   ready(): Promise<void>;
   score(id: string, images: ImageBatch, prompts: string[], metadata: Metadata[], deadline: Deadline): Promise<Scored>;
   release(): Promise<void>;
   close(): Promise<void>;
   stats(into: Record<string, number>, prefix: string): void;
-}
-
-/** Images `idx` of a batch, copied into one new batch. */
-function pick(images: ImageBatch, idx: readonly number[]): ImageBatch {
-  const per = images.c * images.h * images.w;
-  const data = new Float32Array(idx.length * per);
-  idx.forEach((i, j) => data.set(sliceBatch(images, i, i + 1).data, j * per));
-  return { data, n: idx.length, c: images.c, h: images.h, w: images.w };
-}
-
-/** Scores with `once`, then rescores the dropped samples up to `retries` times, within the deadline (timed-out samples are not retried). */
-async function withRetries(once: (id: string, images: ImageBatch, prompts: string[], metadata: Metadata[]) => Promise<Scored>, retries: number, id: string, images: ImageBatch, prompts: string[], metadata: Metadata[], deadline: Deadline = NO_DEADLINE): Promise<Scored> {
-  const res = await once(id, images, prompts, metadata);
-  const rewards = [...res.rewards];
-  let dropped = res.dropped;
-  const retryable = () => dropped.filter((d) => d.reason !== deadline.reason);
-  for (let attempt = 1; attempt <= retries && retryable().length && performance.now() < deadline.at; attempt++) {
-    const idx = retryable().map((d) => d.index);
-    const again = await once(`${id}/retry${attempt}`, pick(images, idx), idx.map((i) => prompts[i]), idx.map((i) => metadata[i]));
-    const still: Dropped[] = dropped.filter((d) => d.reason === deadline.reason);
-    idx.forEach((i, j) => {
-      if (Number.isFinite(again.rewards[j])) rewards[i] = again.rewards[j];
-      else still.push({ index: i, reason: again.dropped.find((d) => d.index === j)?.reason ?? 'reward failed' });
-    });
-    dropped = still.sort((a, b) => a.index - b.index);
-  }
-  return { rewards, dropped };
 }
 
 /** `p`, or at the deadline every sample dropped as timed out (an in-thread reward cannot be interrupted; its late result is ignored). */
@@ -259,9 +224,4 @@ export class RewardScorer {
   }
 }
 
-/** The parts of several batches' results, concatenated in batch order (undefined for a single reward). */
-export function concatParts(batches: readonly Scored[]): PartScores[] | undefined {
-  const first = batches.find((b) => b.parts)?.parts;
-  if (!first) return undefined;
-  return first.map((p, k) => ({ name: p.name, weight: p.weight, rewards: batches.flatMap((b) => b.parts?.[k]?.rewards ?? new Array<number>(b.rewards.length).fill(NaN)) }));
-}
+export { concatParts } from './parts.js';

@@ -9,10 +9,10 @@
 // Defaults are the DDPO issue's (mostly the paper's reference code, ddpo-pytorch), with larger
 // batches. Keys are snake_case like the reference code's config, so its users recognise them.
 
-import { builtinReward, BUILTIN_REWARDS } from '../rewards/load.js';
+import { builtinReward, BUILTIN_REWARDS } from '../rewards/builtin.js';
 import { AestheticOptions, ClipScoreOptions, HOSTED_REWARD_NAMES, JudgeRewardOptions, ServiceOptions, checkHostedReward, hostedRewardName, hostedRewardSpec } from '../rewards/hosted-options.js';
 import type { RewardSpec } from '../rewards/types.js';
-import { BUILTIN_PROMPTS, PromptFn, promptsFromFile } from './prompts.js';
+import { BUILTIN_PROMPTS } from './prompts.js';
 import { ConfigSchema, CustomType, Spec, bool, field as f, int, num, section as sec, show } from './schema.js';
 
 export type Algorithm = 'ddpo-is' | 'ddpo-sf' | 'rwr' | 'rwr-sparse';
@@ -403,16 +403,6 @@ export function rewardSpec(r: RewardConfig): RewardSpec {
   if (hosted) return hostedRewardSpec(hosted, (r as Record<string, unknown>)[hosted]);
   const m = r as { module: string; export: string; args?: unknown[]; thread?: 'worker' | 'main' };
   return { module: m.module, export: m.export, ...(m.args ? { args: m.args } : {}), ...(m.thread ? { thread: m.thread } : {}) };
-}
-
-/** The prompt function the config names (reads the prompt file now, so a bad path fails early). */
-export function promptFn(p: PromptsConfig): PromptFn {
-  if (typeof p === 'string') {
-    const fn = BUILTIN_PROMPTS[p];
-    if (!fn) throw new Error(`unknown prompt set '${p}'; built-in: ${Object.keys(BUILTIN_PROMPTS).join(', ')}`);
-    return fn;
-  }
-  return promptsFromFile(p.file, { from: p.from, to: p.to });
 }
 
 /** A short human description of the reward, for reports. */

@@ -4,7 +4,6 @@
 // seeded generator whose state can be saved with a checkpoint so a resumed run draws the same
 // prompts it would have drawn.
 
-import { readFileSync } from 'node:fs';
 
 /** The 45 common animals of the DDPO paper (its simple_animals.txt). */
 export const SIMPLE_ANIMALS: readonly string[] = Object.freeze([
@@ -130,24 +129,6 @@ export function promptsFromLines(lines: readonly string[], range: LineRange = {}
   const blank = chosen.findIndex((l) => !l);
   if (blank >= 0) throw new Error(`promptsFromLines: line ${from + blank + 1} of ${source} is blank`);
   return (rng) => ({ prompt: rng.choice(chosen), metadata: {} });
-}
-
-/**
- * Prompts from a text file, one per line (a line's commas are part of the prompt, as in the
- * paper's use of ImageNet class names). E.g. promptsFromFile('imagenet_classes.txt', {to: 398}).
- */
-export function promptsFromFile(path: string, range: LineRange = {}): PromptFn {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (e) {
-    throw new Error(`promptsFromFile: cannot read ${path}: ${e instanceof Error ? e.message : String(e)}`);
-  }
-  const lines = text.split(/\r?\n/);
-  // Blank lines at the end (a final newline, an editor's trailing empty lines) end the list; a
-  // blank line between prompts is still an error, as it would be an empty prompt.
-  while (lines.length && !lines[lines.length - 1].trim()) lines.pop();
-  return promptsFromLines(lines, range, path);
 }
 
 /** The built-in prompt functions by the names the DDPO reference code uses. */

@@ -17,13 +17,13 @@ import { concat } from '../engine/ops/movement.js';
 import { indexSelect } from '../engine/ops/gather.js';
 import { keep } from '../engine/scope.js';
 import { Tensor } from '../engine/tensor.js';
-import { StableDiffusion } from '../diffusion/load.js';
+import type { StableDiffusion } from '../diffusion/load-folder.js';
 import { SampleOptions, SampleResult, TextEmbeddingCache, Trajectory, sample } from '../diffusion/pipeline.js';
 import { ImageBatch, Metadata } from '../rewards/types.js';
 import { ResolvedConfig, isDDPO } from './config.js';
 import { PromptFn, PromptRng, PromptRngState, samplePrompts } from './prompts.js';
-import { PartScores, RewardScorer, Scored } from './scoring.js';
-import { concatParts } from '../rewards/scorer.js';
+import type { PartScores, Scored } from '../rewards/scorer.js';
+import { concatParts } from '../rewards/parts.js';
 
 /** The epoch's samples, concatenated over its sampling batches. */
 export interface EpochSamples {
@@ -111,6 +111,14 @@ export interface SamplerState {
   prompt: PromptRngState;
 }
 
+/**
+ * What sampling needs of a reward: score one batch. Node's RewardScorer (rewards/scorer.ts:
+ * worker threads, main-thread rewards) and the page's Web Worker scorer (web/) both fit.
+ */
+export interface BatchScorer {
+  score(id: string, images: ImageBatch, prompts: string[], metadata: Metadata[]): Promise<Scored>;
+}
+
 export class Sampler {
   /** Samples drawn since the run began. */
   globalSample = 0;
@@ -123,7 +131,7 @@ export class Sampler {
     private readonly config: ResolvedConfig,
     private readonly prompts: PromptFn,
     private readonly evalPrompts: readonly string[],
-    private readonly scorer: RewardScorer,
+    private readonly scorer: BatchScorer,
     private readonly cache: TextEmbeddingCache,
     promptRng: PromptRng,
   ) {

@@ -1,4 +1,5 @@
-// The DDPO trainer (Black et al. 2023), as a loop over epochs. Each epoch:
+// The DDPO trainer (Black et al. 2023), as a loop over epochs. Each epoch (rl/trainer-core.ts,
+// the Node-free part the browser page runs too):
 //
 //   rollout   sample trajectories from the current model and score their images with the reward
 //             off the main thread (rl/rollout.ts, rl/scoring.ts)
@@ -23,19 +24,19 @@
 import { Device } from '../engine/device.js';
 import { Tensor } from '../engine/tensor.js';
 import { StableDiffusion } from '../diffusion/load.js';
-import { TextEmbeddingCache } from '../diffusion/pipeline.js';
 import { RewardPoolOptions } from '../rewards/pool.js';
 import { Reward, RewardSpec } from '../rewards/types.js';
-import { StatTracker, StatTrackerState, epochAdvantages, statTrackerFor } from './advantages.js';
-import { Overrides, ResolvedConfig, isDDPO, promptFn, resolveConfig, resumeConfig, rewardSpec } from './config.js';
+import { StatTracker, StatTrackerState } from './advantages.js';
+import { Overrides, ResolvedConfig, isDDPO, resolveConfig, resumeConfig, rewardSpec } from './config.js';
+import { promptFn } from './prompts-file.js';
 import { CheckpointFile, loadCheckpointWeights, loadOptimizerState, readCheckpoint, recoverCheckpoint, saveCheckpoint } from './checkpoint.js';
-import { PromptFn, PromptRng, PromptRngState, samplePrompts } from './prompts.js';
-import { EpochRecord, FailedEpoch, RunResult, rewardDetails, statsOf } from './record.js';
+import { PromptFn, PromptRngState } from './prompts.js';
+import { EpochRecord, FailedEpoch, RunResult, statsOf } from './record.js';
 import { nonFiniteCounts } from '../engine/finite.js';
-import { deriveSeed } from './rng.js';
-import { Sampler, collate, disposeSamples } from './rollout.js';
+import { Sampler } from './rollout.js';
+import { EpochKnown, RunParts, createRunParts, emptyKnown, runEpochCore } from './trainer-core.js';
 import { RewardScorer } from './scoring.js';
-import { PolicyUpdate, UpdateMetrics, prepareUnet } from './update.js';
+import { PolicyUpdate } from './update.js';
 
 export type { EpochRecord, EpochStatus, FailedEpoch, RunResult, RunStatus, Stats } from './record.js';
 
@@ -79,26 +80,20 @@ export class Trainer {
   readonly device: Device;
   /** Completed epochs. */
   epoch = 0;
-  private tracker: StatTracker;
-  private readonly sampler: Sampler;
-  private readonly update: PolicyUpdate;
+  private readonly parts: RunParts;
   private readonly scorer: RewardScorer;
-  private readonly cache: TextEmbeddingCache;
   private readonly opts: TrainerOptions;
   /** The clip-range warning (see runEpoch) has been given. */
   private warnedClip = false;
   private stopRequested = false;
   private closed = false;
 
-  private constructor(config: ResolvedConfig, opts: TrainerOptions, lora: ReturnType<typeof prepareUnet>) {
+  private constructor(config: ResolvedConfig, opts: TrainerOptions) {
     this.config = config;
     this.opts = opts;
     this.sd = opts.sd;
     this.device = opts.sd.unet.device;
     const prompts = opts.prompts ?? promptFn(config.prompts);
-    this.tracker = statTrackerFor(config);
-    this.update = new PolicyUpdate(this.sd, config, lora);
-    this.cache = new TextEmbeddingCache(this.sd);
     const ro = config.reward_options;
     this.scorer = new RewardScorer(opts.reward ?? rewardSpec(config.reward), {
       retries: ro.max_retries,
@@ -108,10 +103,11 @@ export class Trainer {
       // Main-thread rewards (GPU models, service clients) run on the training device.
       context: { device: this.device, log: (m) => this.log(m) },
     });
-    const evalRng = new PromptRng(deriveSeed(config.eval.seed, 7));
-    const evalPrompts = config.eval.prompts?.length ? [...config.eval.prompts] : samplePrompts(prompts, evalRng, Math.max(config.eval.n, 1)).prompts;
-    this.sampler = new Sampler(this.sd, config, prompts, evalPrompts, this.scorer, this.cache, new PromptRng(deriveSeed(config.seed, 1)));
+    this.parts = createRunParts(this.sd, config, prompts, this.scorer);
   }
+
+  private get sampler(): Sampler { return this.parts.sampler; }
+  private get update(): PolicyUpdate { return this.parts.update; }
 
   /**
    * A new run (the config as rl/config.ts resolveConfig returns it; it is checked again here):
@@ -121,7 +117,7 @@ export class Trainer {
   static async create(config: ResolvedConfig, opts: TrainerOptions): Promise<Trainer> {
     const c = resolveConfig(config);
     checkModelFits(opts.sd, c);
-    return Trainer.start(new Trainer(c, opts, prepareUnet(opts.sd, c)), async () => {});
+    return Trainer.start(new Trainer(c, opts), async () => {});
   }
 
   /**
@@ -138,13 +134,13 @@ export class Trainer {
     if (c.epochs < st.epoch) throw new Error(`resume ${folder}: epochs = ${c.epochs} is below the ${st.epoch} epochs the run has done; give epochs > ${st.epoch} to continue it`);
     if ((file.weights.kind === 'lora') !== c.lora.enabled) throw new Error(`resume ${folder}: the checkpoint holds ${file.weights.kind} weights but the config says lora.enabled: ${c.lora.enabled}`);
     checkModelFits(opts.sd, c);
-    return Trainer.start(new Trainer(c, opts, prepareUnet(opts.sd, c)), async (t) => {
+    return Trainer.start(new Trainer(c, opts), async (t) => {
       await loadCheckpointWeights(folder, file, t.update.trained);
       await loadOptimizerState(folder, file, t.update.optimizer, t.update.trained);
       t.epoch = st.epoch;
       t.sampler.setState({ globalSample: st.globalSample, prompt: st.rng.prompt });
       t.update.setState({ globalStep: st.globalStep, skippedSteps: st.skippedSteps ?? 0, rwrNoiseCounter: st.rwrNoiseCounter, shuffle: st.rng.shuffle, timestep: st.rng.timestep });
-      t.tracker = StatTracker.fromState(st.statTracker);
+      t.parts.tracker = StatTracker.fromState(st.statTracker);
     });
   }
 
@@ -188,7 +184,7 @@ export class Trainer {
     return {
       epoch: this.epoch, globalSample: s.globalSample, globalStep: u.globalStep, skippedSteps: u.skippedSteps, rwrNoiseCounter: u.rwrNoiseCounter,
       rng: { prompt: s.prompt, shuffle: u.shuffle, timestep: u.timestep },
-      statTracker: this.tracker.getState(), config: this.config,
+      statTracker: this.parts.tracker.getState(), config: this.config,
     };
   }
 
@@ -269,93 +265,40 @@ export class Trainer {
     return { status: 'done', epoch: this.epoch, checkpoint };
   }
 
-  /** One epoch: rollout → advantages → update → record; a failure is reported (onEpochFailed) before it returns or throws. */
+  /** One epoch (rl/trainer-core.ts runEpochCore); a failure is reported (onEpochFailed) before it returns or throws. */
   private async runEpoch(): Promise<{ status: 'ok' | 'stopped' } | { status: 'reward-failure' | 'non-finite'; message: string }> {
     const c = this.config;
     const epoch = this.epoch + 1;
     const tStart = performance.now();
     let reported = false;
-    let known: Pick<FailedEpoch, 'rewards' | 'prompts' | 'dropped' | 'droppedReasons' | 'skippedSteps'> = { rewards: [], prompts: [], dropped: 0, droppedReasons: [], skippedSteps: 0 };
-    const fail = async (status: FailedEpoch['status'], error: string) => {
+    const fail = async (status: FailedEpoch['status'], error: string, known: EpochKnown) => {
       reported = true;
       await this.opts.onEpochFailed?.({ epoch, status, error, algorithm: c.algorithm, ...known, seconds: { total: (performance.now() - tStart) / 1000 } });
     };
+    const known = emptyKnown();
     try {
-      const progress = (phase: 'sampling' | 'training') => (done: number, total: number) => this.opts.onProgress?.({ epoch, phase, done, total });
-      const outcome = await this.sampler.sampleEpoch(epoch, () => this.stopRequested, progress('sampling'));
-      // The reward's transient memory (and, if asked, its weights) goes back before training.
-      await this.scorer.endEpoch();
-      if (outcome.status === 'stopped') {
-        await fail('stopped', 'stopped while sampling; the epoch is redone on resume');
+      const out = await runEpochCore(this.parts, this.scorer, epoch, {
+        known,
+        stopRequested: () => this.stopRequested,
+        onProgress: (phase, done, total) => this.opts.onProgress?.({ epoch, phase, done, total }),
+        log: (m) => this.log(m),
+      });
+      if (out.status === 'stopped') {
+        await fail('stopped', 'stopped while sampling; the epoch is redone on resume', out.known);
         return { status: 'stopped' };
       }
-      if (outcome.status === 'non-finite') {
-        const f = outcome.found;
-        known = { ...known, dropped: f.length, droppedReasons: f.slice(0, 10).map((x) => `${x.kind} sample ${x.index} ("${x.prompt}"): ${x.message}`) };
-        const msg = `epoch ${epoch}: ${f.length} ${f[0].kind === 'eval' ? 'evaluation ' : ''}sample${f.length > 1 ? 's' : ''} of a batch went non-finite (first: ${known.droppedReasons[0]}). The model produces NaN/Inf: its weights are NaN/Inf (check them with \`ddpo inspect --check-values\`) or training diverged (lower train.lr). The run stops without saving.`;
-        this.log(msg);
-        await fail('non-finite', msg);
-        return { status: 'non-finite', message: msg };
+      if (out.status !== 'ok') {
+        await fail(out.status, out.message, out.known);
+        return { status: out.status, message: out.message };
       }
-      const r = outcome.rollout;
-      const tRewarded = performance.now();
-      const { rewards, prompts, droppedReasons } = r;
-      const n = rewards.length;
-      const dropped = rewards.filter((x) => !Number.isFinite(x)).length;
-      known = { ...known, rewards, prompts, dropped, droppedReasons: droppedReasons.slice(0, 10) };
-      if (dropped) this.log(`epoch ${epoch}: ${dropped} of ${n} samples dropped by the reward after ${c.reward_options.max_retries} retries; first reason: ${droppedReasons[0] ?? '?'}`);
-      if (dropped > c.reward_options.max_dropped_fraction * n) {
-        this.sampler.discard(r);
-        const msg = `epoch ${epoch}: ${dropped} of ${n} samples dropped by the reward after ${c.reward_options.max_retries} retries (limit ${c.reward_options.max_dropped_fraction}); first reason: ${droppedReasons[0] ?? '?'}`;
-        this.log(msg);
-        await fail('reward-failure', msg);
-        return { status: 'reward-failure', message: msg };
-      }
-
-      const samples = await collate(r, c);
-      const adv = epochAdvantages(c, this.tracker, prompts, rewards);
-      let m: UpdateMetrics;
-      try {
-        m = await this.update.train(samples, adv.advantages, progress('training'));
-      } finally {
-        disposeSamples(samples);
-      }
-      known.skippedSteps = m.skipped;
-      if (m.skipped) this.log(`epoch ${epoch}: ${m.skipped} optimizer step${m.skipped > 1 ? 's' : ''} skipped (loss or gradient norm NaN/Inf; ${this.update.skippedSteps} of train.max_skipped_steps = ${c.train.max_skipped_steps} in the run)`);
-      if (m.diverged) {
-        const msg = `epoch ${epoch}: ${this.update.skippedSteps} optimizer steps had a NaN/Inf loss or gradient norm (train.max_skipped_steps = ${c.train.max_skipped_steps}): training diverged (lower train.lr, or raise train.max_skipped_steps). The run stops without saving.`;
-        this.log(msg);
-        await fail('non-finite', msg);
-        return { status: 'non-finite', message: msg };
-      }
-      const tTrained = performance.now();
+      const record = out.record;
       this.epoch = epoch;
-
-      const mem = this.device.memory();
-      const steps = m.steps;
-      const record: EpochRecord = {
-        epoch, status: 'ok', algorithm: c.algorithm, rewards, prompts, advantages: adv.stats,
-        loss: m.loss, approxKl: m.approxKl, clipfrac: m.clipfrac, gradNorm: m.gradNorm,
-        lr: this.lr, optimizerSteps: steps, skippedSteps: m.skipped, globalStep: this.globalStep, globalSample: this.globalSample,
-        seconds: { ...r.seconds, training: (tTrained - tRewarded) / 1000, total: (tTrained - tStart) / 1000 },
-        samplesPerSecond: n / ((tTrained - tStart) / 1000),
-        memory: { liveBytes: mem.liveBytes, peakTotalBytes: mem.peakTotalBytes },
-        dropped, droppedReasons: droppedReasons.slice(0, 10),
-        ...rewardDetails(r.rewardParts, this.scorer.takeStats()),
-      };
-      if (c.train.kl_coef > 0) record.kl = m.kl;
-      if (r.eval) {
-        const ev = r.eval;
-        record.evalImages = ev.images;
-        record.evalRewards = ev.rewards;
-        record.evalPrompts = ev.prompts;
-        record.gridCaptions = ev.prompts.map((p, i) => [p, Number.isFinite(ev.rewards[i]) ? `reward ${ev.rewards[i].toFixed(4)}` : 'reward dropped']);
-      }
       this.log(epochLine(record, c));
       // Past the first optimizer step of a round, a ratio outside the clip range passes gradient only
       // when its sample moved against its advantage: if nearly all are outside, the later steps mostly
       // undo the first (measured in test/learning-setup.ts). Say so once. (The first step's ratios
       // are exactly 1, so the epoch's clipfrac is at most (steps − 1)/steps.)
+      const steps = record.optimizerSteps;
       if (c.algorithm === 'ddpo-is' && steps > 1 && record.clipfrac > 0.9 * (steps - 1) / steps && !this.warnedClip) {
         this.warnedClip = true;
         this.log(`warning: clipfrac ${record.clipfrac.toFixed(2)} with ${steps} optimizer steps per epoch: each step moves the policy far beyond clip_range ${c.train.clip_range}, so the steps after the first mostly undo it. Lower train.lr, use LoRA, raise train.clip_range, or take one step per epoch (train.gradient_accumulation_steps = samples per epoch / train.batch_size).`);
@@ -363,7 +306,7 @@ export class Trainer {
       await this.opts.onEpoch?.(record);
       return { status: 'ok' };
     } catch (e) {
-      if (!reported && this.epoch < epoch) await fail('error', e instanceof Error ? e.message : String(e)).catch(() => {});
+      if (!reported && this.epoch < epoch) await fail('error', e instanceof Error ? e.message : String(e), known).catch(() => {});
       throw e;
     }
   }
@@ -374,7 +317,7 @@ export class Trainer {
     this.closed = true;
     await this.scorer.close();
     this.update.dispose();
-    this.cache.dispose();
+    this.parts.cache.dispose();
   }
 }
 

@@ -1,5 +1,6 @@
 // Builds the browser bundle dist/web/ddpo-webgpu.js (ESM, platform browser) from web/ddpo-webgpu.ts,
-// and the demo page's script dist/web/app.js from web/app.ts.
+// and the demo page's script dist/web/app.js (web/app.ts) with its reward worker
+// dist/web/reward-worker.js (web/reward-worker.ts).
 // Fails if any Node built-in would end up in it, naming the file that imports it, so Node-only
 // code (fs reads, worker_threads) cannot leak into the browser graph unnoticed. Runs after tsc, whose
 // dist/web/ddpo-webgpu.js (unbundled) it replaces; tsc's .d.ts next to it types the ./browser export.
@@ -27,7 +28,10 @@ try {
     entryPoints: [
       { in: 'web/ddpo-webgpu.ts', out: 'ddpo-webgpu' },
       { in: 'web/app.ts', out: 'app' },
+      { in: 'web/reward-worker.ts', out: 'reward-worker' },
     ],
+    // jpeg-js (the JPEG reward) calls Buffer.from; see the shim.
+    inject: ['scripts/buffer-shim.mjs'],
     outdir: 'dist/web',
     bundle: true,
     format: 'esm',

@@ -4,10 +4,8 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { readFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
-import {
-  RESUMABLE_KEYS, configDocs, configKeys, coerceOverride, defaultConfig, describeReward, optimizerStepsPerEpoch, parseSetArgs, promptFn, resolveConfig,
-  resumeConfig, rewardSpec, samplesPerEpoch, trainedTimesteps,
-} from '../rl/config.js';
+import { RESUMABLE_KEYS, configDocs, configKeys, coerceOverride, defaultConfig, describeReward, optimizerStepsPerEpoch, parseSetArgs, resolveConfig, resumeConfig, rewardSpec, samplesPerEpoch, trainedTimesteps } from '../rl/config.js';
+import { promptFn } from '../rl/prompts-file.js';
 import { PromptRng } from '../rl/prompts.js';
 import { repoRoot } from './helpers.js';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';

@@ -11,7 +11,8 @@ import { join, resolve } from 'node:path';
 import { backward, tensor } from '../engine/index.js';
 import { klPenalty, percentile, ppoClipLoss, rwrSparseWeights, rwrWeights, scoreFunctionLoss, weightedMean } from '../rl/losses.js';
 import { StatTracker } from '../rl/advantages.js';
-import { ACTIVITIES, PromptRng, SIMPLE_ANIMALS, animalActivities, indefiniteArticle, promptsFromFile, promptsFromLines, samplePrompts, simpleAnimals } from '../rl/prompts.js';
+import { ACTIVITIES, PromptRng, SIMPLE_ANIMALS, animalActivities, indefiniteArticle, promptsFromLines, samplePrompts, simpleAnimals } from '../rl/prompts.js';
+import { promptsFromFile } from '../rl/prompts-file.js';
 import { assertClose, assertThrows, finiteDiff, rng, testDevice, repoRoot } from './helpers.js';
 
 const dev = await testDevice();

@@ -6,7 +6,8 @@
 // window.ddpoApp exposes the same actions to test/browser.test.ts.
 
 import * as D from './ddpo-webgpu.js';
-import { FineTuneOptions, FineTuneResult, fineTuneEpoch } from './fine-tune.js';
+import { FINE_TUNE_DEFAULTS, FineTuneOptions, FineTuneResult, FineTuner } from './fine-tune.js';
+import { workerRunner } from './worker-runner.js';
 
 /** What the page draws by default: the model's own reference settings (models/emoji-16/README.md). */
 export const DEFAULTS = { n: 4, steps: 25, eta: 0, guidance: 3, seed: 0 };
@@ -40,6 +41,8 @@ const el = <T extends HTMLElement>(id: string) => document.getElementById(id) as
 const params = new URLSearchParams(location.search);
 
 let state: { dev: D.Device; sd: D.StableDiffusion } | null = null;
+/** The page's fine-tuning run: made at the first click (LoRA injected once), continued after. */
+let tuner: FineTuner | null = null;
 let busy = false;
 
 function status(text: string): void {
@@ -114,6 +117,8 @@ export async function sampleGrid(req: SampleRequest): Promise<SampleResponse> {
   if (busy) throw new Error('busy: wait for the current run');
   const { sd } = state;
   const o = { ...DEFAULTS, ...req };
+  for (const k of ['n', 'steps', 'guidance', 'seed'] as const) el<HTMLInputElement>(k).value = String(o[k]);
+  el<HTMLInputElement>('prompt').value = o.prompt;
   setBusy(true);
   const bar = el<HTMLProgressElement>('progress');
   bar.max = o.steps;
@@ -144,21 +149,30 @@ export async function sampleGrid(req: SampleRequest): Promise<SampleResponse> {
   }
 }
 
-/** One DDPO epoch on the loaded model (LoRA; JPEG compressibility reward in a Web Worker). */
+/**
+ * One DDPO epoch on the loaded model (DDPO-IS, LoRA; JPEG compressibility scored in a Web
+ * Worker). The first call fixes the run's options; later calls continue it, and Sample then
+ * draws from the fine-tuned model.
+ */
 export async function fineTune(opts: Partial<FineTuneOptions> = {}): Promise<FineTuneResult> {
   if (!state) throw new Error('the model is not loaded yet');
   if (busy) throw new Error('busy: wait for the current run');
   setBusy(true);
   const bar = el<HTMLProgressElement>('progress');
   try {
-    const prompt = el<HTMLInputElement>('prompt').value || 'a fox';
-    const r = await fineTuneEpoch(state.sd, { prompt, ...opts }, (p) => {
+    if (!tuner) {
+      const worker = workerRunner(new URL('./reward-worker.js', import.meta.url));
+      tuner = new FineTuner(state.sd, { ...FINE_TUNE_DEFAULTS, prompt: el<HTMLInputElement>('prompt').value || 'a fox', ...opts }, worker.runner);
+    }
+    const r = await tuner.epoch((p) => {
       bar.max = p.total;
       bar.value = p.done;
       status(`fine-tuning: ${p.phase} ${p.done} of ${p.total}`);
     });
-    el('rewards').textContent = `rewards (JPEG compressibility, −kB): ${r.rewards.map((x) => x.toFixed(3)).join(', ')}; mean ${r.meanReward.toFixed(3)}\n` +
-      `loss ${r.loss.toExponential(3)}, approx KL ${r.approxKl.toExponential(3)}, clipfrac ${r.clipfrac.toFixed(3)}, LoRA weights changed by ${r.loraChange.toExponential(3)} (max |Δ|), ${(r.ms / 1000).toFixed(1)} s`;
+    el('rewards').textContent = `epoch ${r.epoch} ("${tuner.options.prompt}", ${r.rewards.length} samples, ${tuner.options.steps} steps, DDPO-IS + LoRA): ` +
+      `rewards (JPEG compressibility, −kB) ${r.rewards.map((x) => x.toFixed(3)).join(', ')}; mean ${r.meanReward.toFixed(3)}\n` +
+      `loss ${r.loss.toExponential(3)}, approx KL ${r.approxKl.toExponential(3)}, clipfrac ${r.clipfrac.toFixed(3)} over ${r.optimizerSteps} optimizer steps; ` +
+      `LoRA weights moved by up to ${r.loraChange.toExponential(2)}; ${(r.ms / 1000).toFixed(1)} s`;
     drawGrid(el('grid'), r.images, r.shape[1], r.shape[2], r.rewards.map((x) => `reward ${x.toFixed(3)}`));
     status(`one DDPO epoch in ${(r.ms / 1000).toFixed(1)} s`);
     return r;
