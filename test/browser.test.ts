@@ -59,6 +59,8 @@ function maxRelError(a: number[], b: number[]): number {
 }
 
 let server: Server | null = null, url = '', browser: Browser | null = null;
+/** The demo page, kept open from the sampling test for the fine-tuning one (the model loaded, its kernels compiled). */
+let demo: { page: Page; errors: string[] } | null = null;
 
 /** Opens a page and runs `fn` on it; page errors and crashes are added to any failure's message. */
 async function onPage<T>(path: string, fn: (page: Page) => Promise<T>, viewport = { width: 900, height: 700 }): Promise<T> {
@@ -89,6 +91,7 @@ if (missing && !(process.env.CI || process.env.DDPO_REQUIRE_BROWSER === '1')) {
     browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
   });
   s.after(async () => {
+    await demo?.page.close().catch(() => {});
     await browser?.close();
     server?.close();
   });
@@ -131,7 +134,15 @@ if (missing && !(process.env.CI || process.env.DDPO_REQUIRE_BROWSER === '1')) {
       disposeStableDiffusion(sd);
     }
     const t = performance.now();
-    const got = await onPage('/web/index.html', async (page) => {
+    const page = await browser!.newPage({ viewport: { width: 900, height: 640 } });
+    demo = { page, errors: [] };
+    page.on('pageerror', (e) => demo?.errors.push(String(e)));
+    page.on('crash', () => demo?.errors.push('page crashed'));
+    const withErrors = async <T>(f: () => Promise<T>): Promise<T> => {
+      try { return await f(); } catch (e) { throw new Error(`${(e as Error).message}${demo?.errors.length ? `\npage errors: ${demo.errors.join('; ')}` : ''}`); }
+    };
+    const got = await withErrors(async () => {
+      await page.goto(`${url}/web/index.html`);
       const info = await page.evaluate(() => (globalThis as unknown as { ddpoApp: { ready: Promise<unknown> } }).ddpoApp.ready) as { adapter: string; family: string; features: string[]; prompts: string[] };
       assert.ok(info.prompts.includes(SAMPLE.prompt), `the page read models/emoji-16/prompts.txt: ${JSON.stringify(info.prompts)}`);
       const r = await page.evaluate((o) => (globalThis as unknown as { ddpoApp: { sampleGrid(o: unknown): Promise<unknown> } }).ddpoApp.sampleGrid(o), SAMPLE) as { images: number[][]; shape: number[]; ms: number };
@@ -140,7 +151,7 @@ if (missing && !(process.env.CI || process.env.DDPO_REQUIRE_BROWSER === '1')) {
       assert.equal(progress, [SAMPLE.steps, SAMPLE.steps], 'the progress bar ends at the last step');
       assert.is(await page.locator('#grid canvas').count(), SAMPLE.n, 'one canvas per image');
       return { ...r, info };
-    }, { width: 900, height: 640 });
+    });
     const have = got.images.flat();
     assert.is(have.length, want.length, 'image sizes');
     let sum = 0, max = 0;
@@ -149,6 +160,28 @@ if (missing && !(process.env.CI || process.env.DDPO_REQUIRE_BROWSER === '1')) {
     console.log(`  browser: sampled ${SAMPLE.n} × ${got.shape.join('×')} at ${SAMPLE.steps} steps on ${got.info.adapter} (${got.info.family} kernels) in ${(got.ms / 1000).toFixed(1)} s (page ${((performance.now() - t) / 1000).toFixed(1)} s with loading); vs Node: mean |Δ| ${mean.toExponential(2)}, max |Δ| ${max.toExponential(2)}`);
     assert.ok(mean <= PIXEL_MEAN_TOL, `mean |Δ| ${mean.toExponential(2)} > ${PIXEL_MEAN_TOL}`);
     assert.ok(max <= PIXEL_MAX_TOL, `max |Δ| ${max.toExponential(2)} > ${PIXEL_MAX_TOL}`);
+  });
+
+  s('the demo page\'s "Fine-tune one epoch" runs DDPO-IS with LoRA and the JPEG reward in a Web Worker', async () => {
+    assert.ok(demo, 'the sampling test opened the demo page');
+    const { page } = demo;
+    const t = performance.now();
+    await page.click('#finetune');
+    await page.waitForFunction(() => { const a = (globalThis as unknown as { ddpoApp: { lastFineTune?: unknown; lastError?: string } }).ddpoApp; return a.lastFineTune || a.lastError; }, null, { timeout: 300_000 });
+    const r = await page.evaluate(() => { const a = (globalThis as unknown as { ddpoApp: { lastFineTune?: unknown; lastError?: string } }).ddpoApp; return { result: a.lastFineTune, error: a.lastError }; }) as {
+      error?: string; result?: { rewards: number[]; meanReward: number; loss: number; approxKl: number; clipfrac: number; optimizerSteps: number; loraChange: number; ms: number };
+    };
+    assert.ok(!r.error, `the page failed: ${r.error}${demo.errors.length ? `\npage errors: ${demo.errors.join('; ')}` : ''}`);
+    const f = r.result!;
+    await writeFile(join(ARTIFACTS, 'page-finetune.png'), await page.screenshot({ fullPage: true }));
+    console.log(`  browser: one DDPO epoch in the page in ${(f.ms / 1000).toFixed(1)} s (${((performance.now() - t) / 1000).toFixed(1)} s with the click): rewards ${f.rewards.map((x) => x.toFixed(3)).join(', ')} (mean ${f.meanReward.toFixed(3)}), loss ${f.loss.toExponential(2)}, approx KL ${f.approxKl.toExponential(2)}, clipfrac ${f.clipfrac}, LoRA max |Δ| ${f.loraChange.toExponential(2)}`);
+    assert.is(f.rewards.length, 4, 'four samples');
+    // JPEG compressibility is −kB: a 16×16 image's JPEG is about a kilobyte.
+    assert.ok(f.rewards.every((x) => Number.isFinite(x) && x < 0 && x > -10), `rewards ${f.rewards}`);
+    assert.ok(Number.isFinite(f.loss) && Number.isFinite(f.approxKl) && Number.isFinite(f.clipfrac), 'finite loss, approx KL and clipfrac');
+    assert.is(f.optimizerSteps, 2);
+    assert.ok(f.loraChange > 0, 'the LoRA weights changed');
+    assert.match(await page.locator('#rewards').textContent() ?? '', /mean -\d/);
   });
 }
 

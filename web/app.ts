@@ -175,6 +175,7 @@ export async function fineTune(opts: Partial<FineTuneOptions> = {}): Promise<Fin
       `LoRA weights moved by up to ${r.loraChange.toExponential(2)}; ${(r.ms / 1000).toFixed(1)} s`;
     drawGrid(el('grid'), r.images, r.shape[1], r.shape[2], r.rewards.map((x) => `reward ${x.toFixed(3)}`));
     status(`one DDPO epoch in ${(r.ms / 1000).toFixed(1)} s`);
+    app.lastFineTune = r;
     return r;
   } finally {
     setBusy(false);
@@ -189,10 +190,13 @@ function readForm(): SampleRequest {
   return { prompt: el<HTMLInputElement>('prompt').value, n: num('n', DEFAULTS.n), steps: num('steps', DEFAULTS.steps), guidance: num('guidance', DEFAULTS.guidance), seed: num('seed', DEFAULTS.seed), eta: DEFAULTS.eta };
 }
 
-const report = (e: unknown) => { status(`FAILED: ${(e as Error).stack ?? e}`); };
+const report = (e: unknown) => { status(`FAILED: ${(e as Error).stack ?? e}`); app.lastError = String((e as Error).stack ?? e); };
 el('sample').addEventListener('click', () => { sampleGrid(readForm()).catch(report); });
 el('finetune').addEventListener('click', () => { fineTune().catch(report); });
 
 const ready = init();
 ready.catch(report);
-(globalThis as unknown as { ddpoApp: unknown }).ddpoApp = { ready, sampleGrid, fineTune, defaults: DEFAULTS };
+/** For test/browser.test.ts: the actions, and what the buttons last produced. */
+const app: { ready: Promise<PageInfo>; sampleGrid: typeof sampleGrid; fineTune: typeof fineTune; defaults: typeof DEFAULTS; lastFineTune?: FineTuneResult; lastError?: string } =
+  { ready, sampleGrid, fineTune, defaults: DEFAULTS };
+(globalThis as unknown as { ddpoApp: typeof app }).ddpoApp = app;
