@@ -24,7 +24,13 @@ export async function fileSource(path: string): Promise<ByteSource> {
   } catch (e) {
     throw new Error(`safetensors ${path}: cannot open: ${(e as Error).message}`);
   }
-  const size = (await fh.stat()).size;
+  let size: number;
+  try {
+    size = (await fh.stat()).size;
+  } catch (e) {
+    await fh.close();
+    throw new Error(`safetensors ${path}: cannot stat: ${(e as Error).message}`);
+  }
   return {
     name: path,
     size,
@@ -61,7 +67,6 @@ export function readSafetensorsHeader(path: string): Promise<SafetensorsHeader> 
 
 /** Streams the chosen tensors of a file onto the GPU. On any error, tensors made so far are disposed. */
 export async function loadSafetensors(path: string, opts: LoadOptions): Promise<Map<string, Tensor>> {
-  if ((opts.dtype ?? 'f32') === 'f16' && !opts.device.hasF16) throw new Error(`loadSafetensors ${path}: dtype f16 needs shader-f16, which ${opts.device.adapterName} does not offer; use f32`);
   return withFile(path, (f) => loadSafetensorsFrom(f, opts));
 }
 

@@ -16,7 +16,7 @@ import { RewardPool, RewardPoolOptions } from './pool.js';
 import { HostedReward, MainThreadSpec, RewardContext, isMainThreadSpec, loadHostedReward } from './hosted.js';
 import { Dropped, scoreBatch } from './score.js';
 import { Deadline, NO_DEADLINE, withRetries } from './retries.js';
-import { ImageBatch, Metadata, Reward, RewardSpec, sliceBatch } from './types.js';
+import { ImageBatch, Metadata, Reward, RewardSpec } from './types.js';
 
 export interface PartScores {
   name: string;

@@ -1,7 +1,8 @@
 // The browser bundle's entry (built by scripts/build-web.mjs into dist/web/ddpo-webgpu.js).
 // Everything exported here runs on any GPUDevice and imports no Node built-in; the build fails if
 // one slips in. Files that use the file system (diffusion/load.ts, unet.ts, *-io.ts) stay out of
-// this graph: models load from a ModelFolder (fetchFolder, memoryFolder) instead.
+// this graph: models load from a ModelFolder (fetchFolder, memoryFolder) instead. The DDPO epoch
+// (rl/trainer-core.ts) is here too; rewards come through a RunnerScorer (e.g. over workerRunner).
 
 import type { ModelFolder } from '../engine/io/source.js';
 import { fetchFolder } from '../engine/io/source.js';
@@ -28,6 +29,15 @@ export { loadStableDiffusionFrom, disposeStableDiffusion } from '../diffusion/lo
 export type { StableDiffusion, LoadOptions } from '../diffusion/load-folder.js';
 export { sample, sampleAsync, decodeLatents, TextEmbeddingCache } from '../diffusion/pipeline.js';
 export type { SampleOptions, SampleResult, Trajectory } from '../diffusion/pipeline.js';
+export { resolveConfig } from '../rl/config.js';
+export type { ResolvedConfig } from '../rl/config.js';
+export { createRunParts, runEpochCore } from '../rl/trainer-core.js';
+export type { EpochScorer, RunParts, EpochOutcome } from '../rl/trainer-core.js';
+export { RunnerScorer } from '../rewards/runner-scorer.js';
+export type { RewardRunner } from '../rewards/runner-scorer.js';
+export { jpegCompressibility, jpegIncompressibility } from '../rewards/jpeg.js';
+export { FineTuner, fineTuneConfig, FINE_TUNE_DEFAULTS } from './fine-tune.js';
+export { workerRunner } from './worker-runner.js';
 export { runOpChecks, lcgValues } from './op-checks.js';
 export { adapterLabel, pageDevice } from './page-device.js';
 export { kernelFamily, kernelFamilyOverride } from '../engine/kernel-family.js';
