@@ -62,7 +62,15 @@ s('the shipped pipeline loads from memory and over HTTP with the same weights as
   try {
     const http = await loadStableDiffusion(fetchFolder(`${url}/models/emoji-16/`), { device: dev });
     assert.is(http.folder, `${url}/models/emoji-16/`);
-    for (const other of [mem, http]) {
+    // Every weights file in HTTP Range requests (as an SD-size file would be), counted.
+    let ranged = 0;
+    const counting: typeof fetch = (input, init) => {
+      if (new Headers(init?.headers).has('range')) ranged++;
+      return fetch(input, init);
+    };
+    const byRange = await loadStableDiffusion(fetchFolder(`${url}/models/emoji-16/`, { fetch: counting, rangeThreshold: 0 }), { device: dev });
+    assert.ok(ranged > 10, `range requests: ${ranged}`);
+    for (const other of [mem, http, byRange]) {
       await sameWeights(disk.unet, other.unet, 'unet');
       await sameWeights(disk.vae, other.vae, 'vae');
       await sameWeights(disk.textEncoder, other.textEncoder, 'text encoder');

@@ -21,7 +21,16 @@ export function serveStatic(root: string, port = 0): Promise<{ server: Server; u
     if (file !== base && !file.startsWith(base + sep)) { res.writeHead(403).end(); return; }
     try {
       const body = await readFile(file);
-      res.writeHead(200, { 'content-type': TYPES[extname(file)] ?? 'application/octet-stream', 'cache-control': 'no-store' }).end(body);
+      const head = { 'content-type': TYPES[extname(file)] ?? 'application/octet-stream', 'cache-control': 'no-store', 'accept-ranges': 'bytes' };
+      // One byte range (what fetchFolder's range reads ask for), else the whole file.
+      const range = /^bytes=(\d+)-(\d+)$/.exec(req.headers.range ?? '');
+      if (range) {
+        const [from, to] = [Number(range[1]), Math.min(Number(range[2]), body.length - 1)];
+        if (from > to) { res.writeHead(416, { 'content-range': `bytes */${body.length}` }).end(); return; }
+        res.writeHead(206, { ...head, 'content-range': `bytes ${from}-${to}/${body.length}`, 'content-length': to - from + 1 }).end(body.subarray(from, to + 1));
+        return;
+      }
+      res.writeHead(200, { ...head, 'content-length': body.length }).end(body);
     } catch {
       res.writeHead(404).end(`not found: ${path}`);
     }

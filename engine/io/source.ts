@@ -63,11 +63,24 @@ export function subFolder(folder: ModelFolder, dir: string): ModelFolder {
   };
 }
 
+export interface FetchFolderOptions {
+  /** Defaults to the global fetch. */
+  fetch?: typeof fetch;
+  /**
+   * Files at least this large (default 64 MiB) are read in HTTP Range requests, chunk by chunk as
+   * the safetensors loader asks, when the server accepts ranges: an SD-size UNet never sits in
+   * one ArrayBuffer. Smaller files (and servers without ranges) are fetched whole.
+   */
+  rangeThreshold?: number;
+}
+
 /**
  * A folder on a web server: `baseUrl` + path, fetched with GET (exists: HEAD). Any HTTP status
- * other than 2xx is an Error naming the URL. `fetchFn` defaults to the global fetch.
+ * other than 2xx is an Error naming the URL.
  */
-export function fetchFolder(baseUrl: string, fetchFn: typeof fetch = (...a) => globalThis.fetch(...a)): ModelFolder {
+export function fetchFolder(baseUrl: string, opts: FetchFolderOptions = {}): ModelFolder {
+  const fetchFn: typeof fetch = opts.fetch ?? ((...a) => globalThis.fetch(...a));
+  const threshold = opts.rangeThreshold ?? 64 << 20;
   const base = baseUrl.endsWith('/') ? baseUrl : `${baseUrl}/`;
   const url = (p: string) => `${base}${joinPath(p)}`;
   const get = async (p: string): Promise<Response> => {
@@ -80,8 +93,9 @@ export function fetchFolder(baseUrl: string, fetchFn: typeof fetch = (...a) => g
     if (!r.ok) throw new Error(`cannot fetch ${url(p)}: HTTP ${r.status} ${r.statusText}`.trimEnd());
     return r;
   };
+  const readBytes = async (p: string) => new Uint8Array(await (await get(p)).arrayBuffer());
   return {
-    readBytes: async (p) => new Uint8Array(await (await get(p)).arrayBuffer()),
+    readBytes,
     readText: async (p) => (await get(p)).text(),
     exists: async (p) => {
       try {
@@ -91,6 +105,39 @@ export function fetchFolder(baseUrl: string, fetchFn: typeof fetch = (...a) => g
       }
     },
     describe: (p) => (p ? url(p) : base),
+    async open(p) {
+      let size = NaN, ranges = false;
+      try {
+        const h = await fetchFn(url(p), { method: 'HEAD' });
+        size = Number(h.headers.get('content-length'));
+        ranges = h.ok && h.headers.get('accept-ranges') === 'bytes';
+      } catch { /* fall back to one GET, which reports the error */ }
+      if (!ranges || !Number.isSafeInteger(size) || size < threshold) return bytesSource(await readBytes(p), url(p));
+      return rangeSource(url(p), size, fetchFn);
+    },
+  };
+}
+
+/** A ByteSource reading `href` in HTTP Range requests (status 206 required). */
+function rangeSource(href: string, size: number, fetchFn: typeof fetch): ByteSource {
+  return {
+    name: href,
+    size,
+    async read(position, into, length, what) {
+      if (position + length > size) throw new Error(`${href}: unexpected end of file reading ${what}`);
+      if (length === 0) return;
+      let r: Response;
+      try {
+        r = await fetchFn(href, { headers: { range: `bytes=${position}-${position + length - 1}` } });
+      } catch (e) {
+        throw new Error(`cannot fetch ${href} (reading ${what}): ${(e as Error).message}`);
+      }
+      if (r.status !== 206) throw new Error(`cannot fetch ${href} (reading ${what}): HTTP ${r.status} to a Range request (206 expected)`);
+      const got = new Uint8Array(await r.arrayBuffer());
+      if (got.length !== length) throw new Error(`${href}: a Range request for ${length} bytes of ${what} returned ${got.length} (file changed while reading?)`);
+      into.set(got);
+    },
+    async close() {},
   };
 }
 
