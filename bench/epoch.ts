@@ -1,7 +1,7 @@
 // One DDPO epoch end to end (sampling, reward, training) and its time split, through the real
 // Trainer: `node dist/bench/epoch.js [options]`.
 //
-// Default: the config of the README's demo (configs/demo.json, or --config FILE), its model and
+// Default: the config of the README's main job (configs/emoji-jpeg.json, or --config FILE), its model and
 // batch sizes, `--epochs` epochs (default 2: the first includes every shader compile, so both are
 // reported). Writes DIR/epoch.json (DIR = --out, else $OUT, else bench-results).
 //
@@ -78,10 +78,10 @@ export interface EpochBenchOptions {
   log?: (line: string) => void;
 }
 
-/** The demo config's epochs on this device. */
+/** The main job's config's epochs on this device. */
 export async function runEpochBench(dev: Device, opts: EpochBenchOptions = {}): Promise<EpochFigure[]> {
   const log = opts.log ?? ((l: string) => console.log(l));
-  const cfgPath = opts.config ?? 'configs/demo.json';
+  const cfgPath = opts.config ?? 'configs/emoji-jpeg.json';
   const cfg = resolveConfig(readConfigFile(cfgPath), [['epochs', opts.epochs ?? 2], ['eval.every', 0]]);
   const outDir = opts.outDir ?? process.env.OUT ?? 'bench-results';
   mkdirSync(outDir, { recursive: true });

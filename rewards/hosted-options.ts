@@ -1,5 +1,6 @@
-// The built-in rewards that run in the trainer's thread and take options — `{"aesthetic": {...}}`,
-// `{"clip_score": {...}}`, `{"service": {...}}` in a run config — their options with defaults,
+// The built-in rewards that take options — `{"aesthetic": {...}}`, `{"clip_score": {...}}`,
+// `{"service": {...}}`, `{"judge": {...}}` in the trainer's thread, `{"jpeg_compressibility": {...}}`
+// and `{"jpeg_incompressibility": {...}}` on the reward workers — their options with defaults,
 // and checks that name every bad key before anything loads. Kept free of model code so that the
 // config layer (and worker threads) can import it cheaply.
 
@@ -48,6 +49,13 @@ export interface ServiceOptions {
   jpeg_quality?: number;
   /** The start-up health check's limit. */
   health_timeout_s?: number;
+}
+
+export interface JpegRewardOptions {
+  /** Encode each image with its longer side resized to this many pixels (Pillow's bicubic); default: as sampled. */
+  size?: number;
+  /** JPEG quality, 1–100 (default 95, the reference's). */
+  quality?: number;
 }
 
 export interface JudgeRewardOptions {
@@ -101,6 +109,8 @@ const CHECKS: Record<string, Check> = {
     pos(v, 'scale', key, problems);
     common(v, key, problems);
   },
+  jpeg_compressibility: jpegChecks,
+  jpeg_incompressibility: jpegChecks,
   judge: (v, key, problems) => {
     known(v, ['model', 'batch_size'], key, problems);
     str(v, 'model', key, problems, true);
@@ -116,7 +126,18 @@ const CHECKS: Record<string, Check> = {
   },
 };
 
-const MODULES: Record<string, [string, string]> = {
+function jpegChecks(v: Record<string, unknown>, key: string, problems: string[]): void {
+  known(v, ['size', 'quality'], key, problems);
+  int(v, 'size', key, problems, 8);
+  int(v, 'quality', key, problems, 1);
+  if (typeof v.size === 'number' && v.size > 2048) problems.push(`${key}.size: at most 2048 pixels, got ${v.size}`);
+  if (typeof v.quality === 'number' && v.quality > 100) problems.push(`${key}.quality: at most 100, got ${v.quality}`);
+}
+
+// [module, factory, thread]: the JPEG rewards are plain CPU work and stay on the worker threads.
+const MODULES: Record<string, [string, string, ('main' | 'worker')?]> = {
+  jpeg_compressibility: ['./jpeg.js', 'createJpegCompressibility', 'worker'],
+  jpeg_incompressibility: ['./jpeg.js', 'createJpegIncompressibility', 'worker'],
   aesthetic: ['./aesthetic.js', 'createAestheticReward'],
   clip_score: ['./clip-score.js', 'createClipScoreReward'],
   service: ['./service/client.js', 'createServiceReward'],
@@ -144,11 +165,11 @@ export function checkHostedReward(name: string, options: unknown, key: string): 
   return problems;
 }
 
-/** The spec of a hosted built-in: its factory, in the trainer's thread, called with the options. */
+/** The spec of a built-in with options: its factory, called with the options (in the trainer's thread unless MODULES says 'worker'). */
 export function hostedRewardSpec(name: string, options: unknown): RewardSpec {
   const m = MODULES[name];
   if (!m) throw new Error(`hostedRewardSpec: unknown reward "${name}"; known: ${HOSTED_REWARD_NAMES.join(', ')}`);
   const problems = checkHostedReward(name, options, 'reward');
   if (problems.length) throw new Error(problems.join('; '));
-  return { module: new URL(m[0], import.meta.url).href, export: m[1], args: [options], thread: 'main' };
+  return { module: new URL(m[0], import.meta.url).href, export: m[1], args: [options], thread: m[2] ?? 'main' };
 }

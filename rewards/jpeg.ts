@@ -10,7 +10,9 @@
 // images the same way, but absolute kB values are not comparable with the paper's plots.
 
 import jpeg from 'jpeg-js';
+import { pilResize8 } from '../engine/resample-weights.js';
 import { ImageBatch, Metadata, checkBatch } from './types.js';
+import type { JpegRewardOptions } from './hosted-options.js';
 
 /** JPEG quality the reference code uses. */
 export const JPEG_QUALITY = 95;
@@ -61,11 +63,17 @@ export function hasNonFinite(images: ImageBatch, i: number): boolean {
  * holding NaN or ±Infinity: a diverged sample quantises to black and would otherwise earn the
  * best compressibility there is.
  */
-export function jpegSizesKB(images: ImageBatch, quality = JPEG_QUALITY): number[] {
+export function jpegSizesKB(images: ImageBatch, quality = JPEG_QUALITY, size = 0): number[] {
   checkBatch('jpegSizesKB', images);
+  const { h, w } = images;
+  // `size`: the longer side resized to it (Pillow's bicubic on the 8-bit image, as the reference
+  // would save an image of that size), the other in proportion; 0 keeps the sampled size.
+  const [H, W] = size > 0 ? [Math.max(1, Math.round((h * size) / Math.max(h, w))), Math.max(1, Math.round((w * size) / Math.max(h, w)))] : [h, w];
   const out: number[] = [];
   for (let i = 0; i < images.n; i++) {
-    out.push(hasNonFinite(images, i) ? NaN : jpegBytesRGBA(toRGBA(images, i), images.w, images.h, quality) / 1000);
+    if (hasNonFinite(images, i)) { out.push(NaN); continue; }
+    const rgba = H === h && W === w ? toRGBA(images, i) : pilResize8(toRGBA(images, i), h, w, 4, H, W, 'bicubic');
+    out.push(jpegBytesRGBA(rgba, W, H, quality) / 1000);
   }
   return out;
 }
@@ -80,4 +88,27 @@ export async function jpegCompressibility(images: ImageBatch, prompts: string[] 
 export async function jpegIncompressibility(images: ImageBatch, prompts: string[] = [], metadata: Metadata[] = []): Promise<number[]> {
   void prompts; void metadata;
   return jpegSizesKB(images);
+}
+
+/**
+ * The JPEG rewards with options ({"jpeg_compressibility": {"size": 64}} in a run config): `size`
+ * encodes each image with its longer side resized to that many pixels. A small model's images
+ * (16 px: four 8×8 JPEG blocks, most of the file its header) change size by a few bytes at most
+ * within one motif, so the reward barely tells two samples apart; seen at 64 px, as a person
+ * would look at them, the size follows the image's edges and detail smoothly. `quality` is the
+ * encoder's quality (the reference's 95 by default).
+ */
+export function jpegReward(sign: 1 | -1, opts: JpegRewardOptions = {}): (images: ImageBatch) => Promise<number[]> {
+  const quality = opts.quality ?? JPEG_QUALITY, size = opts.size ?? 0;
+  return async (images: ImageBatch) => jpegSizesKB(images, quality, size).map((s) => sign * s);
+}
+
+/** Factory of {"jpeg_compressibility": options}: −kB. */
+export function createJpegCompressibility(opts: JpegRewardOptions = {}): (images: ImageBatch) => Promise<number[]> {
+  return jpegReward(-1, opts);
+}
+
+/** Factory of {"jpeg_incompressibility": options}: +kB. */
+export function createJpegIncompressibility(opts: JpegRewardOptions = {}): (images: ImageBatch) => Promise<number[]> {
+  return jpegReward(1, opts);
 }

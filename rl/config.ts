@@ -10,7 +10,7 @@
 // batches. Keys are snake_case like the reference code's config, so its users recognise them.
 
 import { builtinReward, BUILTIN_REWARDS } from '../rewards/builtin.js';
-import { AestheticOptions, ClipScoreOptions, HOSTED_REWARD_NAMES, JudgeRewardOptions, ServiceOptions, checkHostedReward, hostedRewardName, hostedRewardSpec } from '../rewards/hosted-options.js';
+import { AestheticOptions, ClipScoreOptions, HOSTED_REWARD_NAMES, JpegRewardOptions, JudgeRewardOptions, ServiceOptions, checkHostedReward, hostedRewardName, hostedRewardSpec } from '../rewards/hosted-options.js';
 import type { RewardSpec } from '../rewards/types.js';
 import { BUILTIN_PROMPTS } from './prompts.js';
 import { ConfigSchema, CustomType, Spec, bool, field as f, int, num, section as sec, show } from './schema.js';
@@ -24,6 +24,7 @@ export type RewardConfig =
   | BuiltinRewardName
   | { module: string; export: string; args?: unknown[]; thread?: 'worker' | 'main' }
   | { aesthetic: AestheticOptions } | { clip_score: ClipScoreOptions } | { service: ServiceOptions } | { judge: JudgeRewardOptions }
+  | { jpeg_compressibility: JpegRewardOptions } | { jpeg_incompressibility: JpegRewardOptions }
   | { combine: { reward: RewardConfig; weight: number }[] };
 
 export type BuiltinPromptsName = 'simple_animals' | 'animal_activities';
@@ -152,7 +153,7 @@ export const SCHEMA: Spec<RunConfig, RewardConfig | PromptsConfig> = {
   out: f<string>('string', 'runs/ddpo', 'Run folder: metrics.jsonl, grids/, report.html, reward curve, config.json, checkpoints.'),
   save_every: int(1, 'Write a checkpoint (OUT/checkpoint, replaced atomically) every this many epochs; also at the end and on Ctrl-C (0: only then). LoRA checkpoints are small; raise this for full fine-tuning.', { min: 0 }),
   prompts: f<PromptsConfig>('prompts', 'simple_animals', "Training prompts: 'simple_animals' (the paper's 45 animals), 'animal_activities' (\"a(n) ANIMAL ACTIVITY\"), or {\"file\": PATH, \"from\": 0, \"to\": N} for lines [from, to) of a text file, one prompt per line (on the command line: PATH or PATH:FROM-TO)."),
-  reward: f<RewardConfig>('reward', 'jpeg_compressibility', "'jpeg_compressibility' (−kB of the JPEG at quality 95), 'jpeg_incompressibility' (+kB), 'brightness' / 'darkness' (mean pixel value in [0, 1] / 1 − that: not paper tasks, a quick check that training moves the model), {\"aesthetic\": {\"clip\": DIR, \"head\": FILE}} (the LAION aesthetic score of CLIP ViT-L/14's image embedding, on the training device), {\"clip_score\": {\"clip\": DIR, \"scale\": 1}} (cosine of image and prompt embeddings; scale 100 as torchmetrics), {\"service\": {\"url\": URL}} (an HTTP reward server, rewards/service/README.md), {\"judge\": {\"model\": DIR}} (prompt alignment: the probability `ddpo judge`'s classifier gives the prompt's caption), {\"module\": PATH, \"export\": NAME, \"args\": [...], \"thread\": \"worker\"} for your own reward (args: NAME is a factory called with them; thread 'main' runs it in the trainer's thread and passes {device} after the args), or {\"combine\": [{\"reward\": R, \"weight\": W}, ...]} for a weighted sum (each part's mean is logged per epoch). Paths are relative to the current directory."),
+  reward: f<RewardConfig>('reward', 'jpeg_compressibility', "'jpeg_compressibility' (−kB of the JPEG at quality 95), 'jpeg_incompressibility' (+kB), {\"jpeg_compressibility\": {\"size\": 64, \"quality\": 95}} (the same, each image encoded with its longer side resized to size px by Pillow's bicubic: small images' sizes then follow their detail instead of the JPEG header), 'brightness' / 'darkness' (mean pixel value in [0, 1] / 1 − that: not paper tasks, a quick check that training moves the model), {\"aesthetic\": {\"clip\": DIR, \"head\": FILE}} (the LAION aesthetic score of CLIP ViT-L/14's image embedding, on the training device), {\"clip_score\": {\"clip\": DIR, \"scale\": 1}} (cosine of image and prompt embeddings; scale 100 as torchmetrics), {\"service\": {\"url\": URL}} (an HTTP reward server, rewards/service/README.md), {\"judge\": {\"model\": DIR}} (prompt alignment: the probability `ddpo judge`'s classifier gives the prompt's caption), {\"module\": PATH, \"export\": NAME, \"args\": [...], \"thread\": \"worker\"} for your own reward (args: NAME is a factory called with them; thread 'main' runs it in the trainer's thread and passes {device} after the args), or {\"combine\": [{\"reward\": R, \"weight\": W}, ...]} for a weighted sum (each part's mean is logged per epoch). Paths are relative to the current directory."),
   reward_options: sec<RewardOptionsConfig>('How rewards run (on worker threads, overlapping the next sampling batch).', {
     workers: int<number | null>(null, 'Reward worker threads.', { nullable: true, min: 1, defaultDoc: 'null (min(2, CPU cores))' }),
     timeout_s: num(300, 'The time one batch\'s scoring may take, all of it: waiting for a worker, the first attempt and every retry. Samples not scored by then are dropped (reason: timed out); a worker still busy with them is replaced.', { gt: 0 }),
@@ -410,7 +411,13 @@ export function describeReward(r: RewardConfig): string {
   if (typeof r === 'string') return r;
   if ('combine' in r) return r.combine.map((p) => `${p.weight}·${describeReward(p.reward)}`).join(' + ');
   const hosted = hostedRewardName(r);
-  if (hosted) return hosted === 'service' ? `service(${(r as { service: ServiceOptions }).service.url})` : hosted;
+  if (hosted === 'service') return `service(${(r as { service: ServiceOptions }).service.url})`;
+  if (hosted?.startsWith('jpeg_')) {
+    const o = (r as Record<string, JpegRewardOptions>)[hosted];
+    const parts = [o.size ? `${o.size} px` : '', o.quality ? `quality ${o.quality}` : ''].filter(Boolean);
+    return parts.length ? `${hosted} (${parts.join(', ')})` : hosted;
+  }
+  if (hosted) return hosted;
   const m = r as { module: string; export: string; args?: unknown[] };
   return `${m.module}#${m.export}${m.args ? `(${m.args.map((a) => JSON.stringify(a)).join(', ')})` : ''}`;
 }

@@ -12,7 +12,8 @@ import * as E from '../engine/index.js';
 import {
   CLIP_IMAGE_PROCESSOR, ClipImageProcessorConfig, clipPreprocess, clipResizeCrop, clipResizeSize, parseClipImageProcessorConfig, quantiseUnit,
 } from '../diffusion/models/clip-image-processor.js';
-import { pilWeights } from '../engine/ops/resample.js';
+import { pilResample, pilWeights } from '../engine/ops/resample.js';
+import { pilResize8 } from '../engine/resample-weights.js';
 import { ProbeImage, fnv1a, probeImage } from '../rewards/probe-images.js';
 import { quantise } from '../rewards/jpeg.js';
 import { assertClose, assertThrows, repoRoot, testDevice } from './helpers.js';
@@ -139,6 +140,20 @@ s('preprocessor_config.json: openai\'s old and new layouts parse; unsupported se
   await assertThrows(() => parseClipImageProcessorConfig({ do_center_crop: false }), /"do_center_crop"/);
   await assertThrows(() => parseClipImageProcessorConfig({ size: { height: 224, width: 224 } }), /"size"/);
   await assertThrows(() => parseClipImageProcessorConfig({ pad_to: 3 }), /unknown key "pad_to"/);
+});
+
+s('host 8-bit resize (pilResize8, used by the sized JPEG reward) equals the GPU pass, which equals PIL: up, down, non-square', async () => {
+  for (const [h, w, H, W] of [[16, 16, 64, 64], [17, 9, 48, 30], [40, 33, 11, 16], [5, 5, 5, 12]]) {
+    const px = new Uint8Array(h * w * 3);
+    for (let i = 0; i < px.length; i++) px[i] = (i * 2654435761) >>> 24;
+    const host = pilResize8(px, h, w, 3, H, W);
+    const x = E.tensor(Float32Array.from(px), [1, h, w, 3]);
+    const hor = pilResample(x, 2, pilWeights(w, W));
+    const both = pilResample(hor, 1, pilWeights(h, H));
+    assert.equal([...host], [...(await both.data())], `${h}×${w} → ${H}×${W}`);
+    x.dispose(); hor.dispose(); both.dispose();
+  }
+  await assertThrows(() => pilResize8(new Uint8Array(5), 2, 2, 3, 4, 4), /pilResize8: 5 values are not 2×2×3/);
 });
 
 s.run();

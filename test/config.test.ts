@@ -2,7 +2,7 @@
 
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { readFileSync, existsSync } from 'node:fs';
+import { readFileSync, existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { RESUMABLE_KEYS, configDocs, configKeys, coerceOverride, defaultConfig, describeReward, optimizerStepsPerEpoch, parseSetArgs, resolveConfig, resumeConfig, rewardSpec, samplesPerEpoch, trainedTimesteps } from '../rl/config.js';
 import { promptFn } from '../rl/prompts-file.js';
@@ -167,6 +167,23 @@ s('ddpo train flags: file < --set < direct flags; --resume keeps the run\'s conf
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+s('every shipped `ddpo train` config in configs/ (not pretrain-*.json) resolves, and the model and prompt files it names exist (paths relative to the repo root)', () => {
+  const dir = join(repoRoot(), 'configs');
+  const files = readdirSync(dir).filter((f) => f.endsWith('.json') && !f.startsWith('pretrain-'));
+  assert.ok(files.includes('emoji-jpeg.json') && files.includes('tiny-brightness.json'), `configs/: ${files.join(', ')}`);
+  for (const f of files) {
+    const c = resolveConfig(JSON.parse(readFileSync(join(dir, f), 'utf8')));
+    if (c.model !== 'tiny') assert.ok(existsSync(join(repoRoot(), c.model, 'model_index.json')), `${f}: model ${c.model} has no model_index.json`);
+    const p = c.prompts;
+    if (typeof p === 'object' && p && 'file' in p) assert.ok(existsSync(join(repoRoot(), p.file)), `${f}: prompts file ${p.file} is missing`);
+  }
+  // The main job (scripts/setup.sh) is the paper's task on the shipped model, not the brightness demo.
+  const main = resolveConfig(JSON.parse(readFileSync(join(dir, 'emoji-jpeg.json'), 'utf8')));
+  assert.is(main.reward, 'jpeg_compressibility');
+  assert.is(main.algorithm, 'ddpo-is');
+  assert.match(readFileSync(join(repoRoot(), 'scripts', 'setup.sh'), 'utf8'), /--config configs\/emoji-jpeg\.json/);
 });
 
 s.run();

@@ -8,8 +8,10 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   ImageBatch, RewardPool, RewardSpec, batchFromHWC, brightness, builtinReward, combineRewards, jpegCompressibility,
-  jpegIncompressibility, jpegSizesKB, loadReward, quantise, scoreBatch, toRGBA,
+  jpegIncompressibility, jpegSizesKB, loadReward, quantise, scoreBatch, toRGBA, jpegBytesRGBA,
 } from '../rewards/index.js';
+import { pilResize8 } from '../engine/resample-weights.js';
+import { rewardSpec } from '../rl/config.js';
 import { PROBE_IMAGES, fnv1a, probeImage } from '../rewards/probe-images.js';
 import { assertClose, assertThrows, repoRoot } from './helpers.js';
 
@@ -217,6 +219,35 @@ s('RewardPool: the built-in JPEG reward in workers equals the in-process one', a
   } finally {
     await pool.close();
   }
+});
+
+s('jpeg rewards with a size: each image encoded at that size (Pillow bicubic on 8 bits), by config through the workers', async () => {
+  // A 16-px image: at its own size most of the file is the header, so a smooth and a detailed
+  // motif differ by little; at 64 px the size follows the detail.
+  const imgs = batchFromHWC([probeImage('smooth', 16), probeImage('noise', 16), probeImage('flat', 16)], 16, 16);
+  const at16 = jpegSizesKB(imgs), at64 = jpegSizesKB(imgs, 95, 64);
+  for (let i = 0; i < 3; i++) {
+    assert.is(at64[i], jpegBytesRGBA(pilResize8(toRGBA(imgs, i), 16, 16, 4, 64, 64), 64, 64) / 1000, `image ${i}: the resized pixels' JPEG`);
+  }
+  assert.ok(at64[1] - at64[0] > 3 * (at16[1] - at16[0]), `noise − smooth: ${(at64[1] - at64[0]).toFixed(3)} kB at 64 px vs ${(at16[1] - at16[0]).toFixed(3)} at 16`);
+  assert.ok(at64[2] < at64[0] && at64[0] < at64[1], `flat < smooth < noise at 64 px: ${at64}`);
+  // Non-square: the longer side goes to size, the other in proportion (16×8 → 64×32).
+  const wide = batchFromHWC([probeImage('smooth', 16).subarray(0, 8 * 16 * 3)], 8, 16);
+  assert.is(jpegSizesKB(wide, 95, 64)[0], jpegBytesRGBA(pilResize8(toRGBA(wide, 0), 8, 16, 4, 32, 64), 64, 32) / 1000);
+  // From a run config, on the worker threads.
+  const spec = rewardSpec({ jpeg_compressibility: { size: 64 } });
+  assert.ok('module' in spec && spec.thread === 'worker', JSON.stringify(spec));
+  const pool = new RewardPool(spec);
+  try {
+    assert.equal(await pool.submit(0, imgs, ['a', 'b', 'c']), at64.map((v) => -v));
+  } finally {
+    await pool.close();
+  }
+  const up = rewardSpec({ jpeg_incompressibility: { size: 32, quality: 80 } });
+  const fn = await loadReward(up);
+  assert.equal(await fn(imgs, [], []), jpegSizesKB(imgs, 80, 32));
+  await assertThrows(() => rewardSpec({ jpeg_compressibility: { size: 4, qualty: 90 } } as never), /reward\.jpeg_compressibility: unknown key\(s\) qualty/, /reward\.jpeg_compressibility\.size/);
+  await assertThrows(() => rewardSpec({ jpeg_incompressibility: { quality: 101 } }), /quality: at most 100/);
 });
 
 s.run();

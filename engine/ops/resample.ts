@@ -13,69 +13,10 @@ import { fmt, normAxis } from '../shape.js';
 import { Tensor, tensor } from '../tensor.js';
 import { WG, grid } from '../../kernels/common.js';
 import { RESAMPLE_KEY, resampleLayout, resampleWGSL } from '../../kernels/resample.js';
+import type { PilWeights } from '../resample-weights.js';
 
-const PRECISION_BITS = 22;
-
-export type PilFilter = 'bicubic' | 'bilinear';
-
-/** Pillow's filters: support and kernel (bicubic with a = −0.5). */
-const FILTERS: Record<PilFilter, { support: number; f: (x: number) => number }> = {
-  bicubic: {
-    support: 2,
-    f: (x) => {
-      const a = -0.5;
-      if (x < 0) x = -x;
-      if (x < 1) return ((a + 2) * x - (a + 3)) * x * x + 1;
-      if (x < 2) return (((x - 5) * x + 8) * x - 4) * a;
-      return 0;
-    },
-  },
-  bilinear: { support: 1, f: (x) => { if (x < 0) x = -x; return x < 1 ? 1 - x : 0; } },
-};
-
-/** The integer weights of one resampling pass: per output, its window [bounds[2o], +bounds[2o+1]) and ks weights. */
-export interface PilWeights {
-  inSize: number;
-  outSize: number;
-  ks: number;
-  bounds: Int32Array;
-  coef: Int32Array;
-}
-
-/** Pillow's weights for resizing an axis of inSize samples to outSize (identity when equal: PIL skips that pass). */
-export function pilWeights(inSize: number, outSize: number, filter: PilFilter = 'bicubic'): PilWeights {
-  if (!Number.isInteger(inSize) || !Number.isInteger(outSize) || inSize < 1 || outSize < 1) {
-    throw new Error(`pilWeights: sizes must be positive integers, got ${inSize} → ${outSize}`);
-  }
-  if (inSize === outSize) {
-    const bounds = new Int32Array(2 * outSize), coef = new Int32Array(outSize);
-    for (let o = 0; o < outSize; o++) { bounds[2 * o] = o; bounds[2 * o + 1] = 1; coef[o] = 1 << PRECISION_BITS; }
-    return { inSize, outSize, ks: 1, bounds, coef };
-  }
-  const { support: base, f } = FILTERS[filter];
-  const scale = inSize / outSize;
-  const filterscale = Math.max(scale, 1);
-  const support = base * filterscale;
-  const ks = Math.ceil(support) * 2 + 1;
-  const bounds = new Int32Array(2 * outSize), coef = new Int32Array(outSize * ks);
-  const k = new Float64Array(ks);
-  for (let o = 0; o < outSize; o++) {
-    const center = (o + 0.5) * scale;
-    const ss = 1 / filterscale;
-    // C's (int) truncates toward zero.
-    const xmin = Math.max(Math.trunc(center - support + 0.5), 0);
-    const xmax = Math.min(Math.trunc(center + support + 0.5), inSize) - xmin;
-    let ww = 0;
-    for (let x = 0; x < xmax; x++) { const w = f((x + xmin - center + 0.5) * ss); k[x] = w; ww += w; }
-    for (let x = 0; x < ks; x++) {
-      const w = x < xmax ? (ww !== 0 ? k[x] / ww : k[x]) : 0;
-      coef[o * ks + x] = w < 0 ? Math.trunc(-0.5 + w * (1 << PRECISION_BITS)) : Math.trunc(0.5 + w * (1 << PRECISION_BITS));
-    }
-    bounds[2 * o] = xmin;
-    bounds[2 * o + 1] = xmax;
-  }
-  return { inSize, outSize, ks, bounds, coef };
-}
+export type { PilFilter, PilWeights } from '../resample-weights.js';
+export { pilWeights } from '../resample-weights.js';
 
 /**
  * One PIL resampling pass along `axis` of x (f32 holding uint8 values 0..255): outputs
