@@ -181,7 +181,7 @@ s('every shipped `ddpo train` config in configs/ (not pretrain-*.json) resolves,
   }
   // The main job (scripts/setup.sh) is the paper's task on the shipped model, not the brightness demo.
   const main = resolveConfig(JSON.parse(readFileSync(join(dir, 'emoji-jpeg.json'), 'utf8')));
-  assert.is(main.reward, 'jpeg_compressibility');
+  assert.equal(main.reward, { jpeg_compressibility: { size: 64 } });
   assert.is(main.algorithm, 'ddpo-is');
   assert.match(readFileSync(join(repoRoot(), 'scripts', 'setup.sh'), 'utf8'), /--config configs\/emoji-jpeg\.json/);
 });
