@@ -67,7 +67,8 @@ export function f16Enable(...types: DType[]): string {
 
 export interface BindingDecl {
   name: string;
-  type: DType;
+  /** The element type; a vec4 of it where a kernel reads four consecutive elements at once. */
+  type: DType | `vec4<${DType}>`;
 }
 
 /** Declares read-only inputs, then read-write outputs, then the uniform `P`, in the engine's binding order. */

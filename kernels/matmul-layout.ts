@@ -15,6 +15,17 @@ export interface MatmulVariant {
   /** Shared memory the kernel declares, checked against maxComputeWorkgroupStorageSize. */
   sharedBytes: number;
   threads: number;
+  /**
+   * A twin that computes the same bits (same fmas, same order) but binds B as vec4s along n: the
+   * host uses it for a dispatch where B's n stride is 1 and N, B's k stride, batch strides and
+   * offset are multiples of 4 (see vec4BApplies).
+   */
+  vec4B?: MatmulVariant;
+}
+
+/** Whether a B operand with these strides (in elements) can be read as aligned vec4s along n. */
+export function vec4BApplies(N: number, sBn: number, sBk: number, offB: number, batchStrides: readonly number[]): boolean {
+  return sBn === 1 && N % 4 === 0 && sBk % 4 === 0 && offB % 4 === 0 && batchStrides.every((s) => s % 4 === 0);
 }
 
 export const matmulLayout = new ParamLayout([

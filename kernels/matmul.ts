@@ -15,7 +15,7 @@
 import { DType } from '../engine/dtype.js';
 import type { KernelFamily } from '../engine/kernel-family.js';
 import { at, declareBindings, f16Enable, stridedOffsets } from './common.js';
-import { MatmulVariant, matmulLayout } from './matmul-layout.js';
+import { MatmulVariant, matmulLayout, vec4BApplies } from './matmul-layout.js';
 import { RB_VARIANT } from './matmul-rb.js';
 
 /**
@@ -175,5 +175,5 @@ export function selectMatmulVariant(family: KernelFamily, _features: { hasSubgro
 
 const DEFAULT_VARIANT = tiledVariant(TILED_64);
 
-export { matmulLayout };
+export { matmulLayout, vec4BApplies };
 export type { MatmulVariant };

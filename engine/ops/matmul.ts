@@ -7,7 +7,7 @@ import { planChunks } from '../chunk.js';
 import { MAX_RANK, contiguousStrides, fmt, sizeOf } from '../shape.js';
 import { Tensor } from '../tensor.js';
 import { kernelFamily } from '../kernel-family.js';
-import { matmulLayout, selectMatmulVariant } from '../../kernels/matmul.js';
+import { matmulLayout, selectMatmulVariant, vec4BApplies } from '../../kernels/matmul.js';
 import { cast } from './elementwise.js';
 import { full, reshape } from './movement.js';
 
@@ -189,7 +189,8 @@ function runMatmul(a: Tensor, b: Tensor, out: Tensor, transA: boolean, transB: b
     const bshape = ch.shape.slice(0, r - 3);
     const [oa, ob, oc] = ch.operands;
     const m = ch.shape[r - 3];
-    const gx = Math.ceil(N / variant.tileN), gy = Math.ceil(m / variant.tileM), gz = sizeOf(bshape);
+    const v = variant.vec4B && vec4BApplies(N, ob.strides[r - 2], ob.strides[r - 1], ob.offset, ob.strides.slice(0, r - 3)) ? variant.vec4B : variant;
+    const gx = Math.ceil(N / v.tileN), gy = Math.ceil(m / v.tileM), gz = sizeOf(bshape);
     const base = {
       bshape: pad8(bshape), bsA: pad8(oa.strides.slice(0, r - 3)), bsB: pad8(ob.strides.slice(0, r - 3)), bsC: pad8(oc.strides.slice(0, r - 3)),
       brank: bshape.length, M: m, N, K,
@@ -203,8 +204,8 @@ function runMatmul(a: Tensor, b: Tensor, out: Tensor, transA: boolean, transB: b
         for (let x = 0; x < gx; x += maxG) {
           dev.dispatch({
             label,
-            key: variant.key(a.dtype),
-            code: () => variant.code(a.dtype),
+            key: v.key(a.dtype),
+            code: () => v.code(a.dtype),
             reads: [{ buffer: bufs[0], offset: oa.windowOffset, size: oa.windowSize }, { buffer: bufs[1], offset: ob.windowOffset, size: ob.windowSize }],
             writes: [{ buffer: bufs[2], offset: oc.windowOffset, size: oc.windowSize }],
             params: matmulLayout.pack({ ...base, xbase: x, ybase: y, zbase: z }),
