@@ -8,7 +8,7 @@ import { backward } from '../engine/autograd.js';
 import { roundToF16 } from '../engine/dtype.js';
 import { sizeOf } from '../engine/shape.js';
 import { tensor } from '../engine/tensor.js';
-import { matmul, slice, reshape } from '../engine/ops/index.js';
+import { matmul, matmulVec4BOverride, slice, reshape } from '../engine/ops/index.js';
 import { assertClose, assertThrows, broadcastIndex, dot, finiteDiff, randArray, testDevice } from './helpers.js';
 
 const s = suite('matmul');
@@ -116,13 +116,58 @@ s('forward f32 matches float64 reference', async () => {
   }
 });
 
-s('one pipeline per dtype serves every shape', async () => {
+s('one pipeline per dtype and B layout serves every shape', async () => {
+  // Two warm-ups: B readable as vec4s along n (N = 4) and not (N = 3); software adapters have a
+  // kernel for each, GPUs one for both.
   matmul(tensor(randArray(6, 1), [2, 3]), tensor(randArray(12, 2), [3, 4]));
+  matmul(tensor(randArray(6, 1), [2, 3]), tensor(randArray(9, 2), [3, 3]));
   const before = dev.pipelineCount;
   matmul(tensor(randArray(35, 3), [5, 7]), tensor(randArray(77, 4), [7, 11]), { transB: false });
   matmul(tensor(randArray(70, 3), [2, 7, 5]), tensor(randArray(77, 4), [11, 7]), { transA: true, transB: true });
+  matmul(tensor(randArray(70, 3), [2, 5, 7]), tensor(randArray(168, 4), [3, 1, 7, 8]));
   await dev.sync();
   assert.is(dev.pipelineCount, before);
+});
+
+s('B read as vec4s gives the bits of the scalar kernel (N = 4·odd, offsets, batch strides, chunks)', async () => {
+  const cases: Case[] = [
+    { a: [5, 9], b: [9, 12] }, // the last vec4 pair has one column block past N
+    { a: [3, 1, 10, 7], b: [2, 7, 8] }, // broadcast batch
+    { a: [2, 33, 4], b: [2, 4, 20] },
+    { a: [70, 3], b: [3, 68] },
+  ];
+  let seed = 700;
+  for (const c of cases) {
+    for (const dtype of dev.hasF16 ? ['f32', 'f16'] as const : ['f32'] as const) {
+      const av = randArray(sizeOf(c.a), seed++), bv = randArray(sizeOf(c.b), seed++);
+      const a = tensor(dtype === 'f16' ? av.map(roundToF16) : av, c.a, dtype), b = tensor(dtype === 'f16' ? bv.map(roundToF16) : bv, c.b, dtype);
+      const vec = await matmul(a, b).data();
+      let plain: ArrayLike<number>;
+      try {
+        matmulVec4BOverride.enabled = false;
+        plain = await matmul(a, b).data();
+      } finally {
+        delete matmulVec4BOverride.enabled;
+      }
+      assert.equal(bits(vec), bits(plain), `${dtype} ${label(c)}`);
+      const ref = refMatmul(c, Float64Array.from(await a.data()), Float64Array.from(await b.data())).out;
+      assertClose(vec, ref, dtype === 'f16' ? 2 ** -11 + 1e-6 : 1e-5, 1e-5, `${dtype} ${label(c)}`);
+    }
+  }
+  // A B whose window starts off a multiple of 4 elements, and the chunked path.
+  const big = tensor(randArray(4 * 9 * 12 + 1, 750), [4 * 9 * 12 + 1]);
+  const b = reshape(slice(big, [1], [4 * 9 * 12 + 1]), [4, 9, 12]);
+  const a = tensor(randArray(4 * 6 * 9, 751), [4, 6, 9]);
+  const whole = await matmul(a, b).data();
+  const saved = dev.maxBindingBytes;
+  try {
+    dev.maxBindingBytes = 2048;
+    assert.equal(bits(await matmul(a, b).data()), bits(whole), 'chunked with an unaligned B');
+  } finally {
+    dev.maxBindingBytes = saved;
+  }
+  const ref = refMatmul({ a: [4, 6, 9], b: [4, 9, 12] }, Float64Array.from(await a.data()), Float64Array.from(await b.data())).out;
+  assertClose(whole, ref, 1e-5, 1e-5, 'unaligned B');
 });
 
 const gradCases: Case[] = [

@@ -146,6 +146,12 @@ function pad8(v: readonly number[]): number[] {
   return out;
 }
 
+/**
+ * Turns off the vec4-B twin of the software kernel (`enabled: false`), so that tests can check it
+ * against the scalar kernel bit for bit. Default: on wherever B's layout allows it.
+ */
+export const matmulVec4BOverride: { enabled?: boolean } = {};
+
 /** Writes op(a)·op(b) into out (contiguous [...batch, M, N]). */
 function runMatmul(a: Tensor, b: Tensor, out: Tensor, transA: boolean, transB: boolean, d: Dims, label: string): void {
   const dev = out.device;
@@ -189,7 +195,7 @@ function runMatmul(a: Tensor, b: Tensor, out: Tensor, transA: boolean, transB: b
     const bshape = ch.shape.slice(0, r - 3);
     const [oa, ob, oc] = ch.operands;
     const m = ch.shape[r - 3];
-    const v = variant.vec4B && vec4BApplies(N, ob.strides[r - 2], ob.strides[r - 1], ob.offset, ob.strides.slice(0, r - 3)) ? variant.vec4B : variant;
+    const v = variant.vec4B && matmulVec4BOverride.enabled !== false && vec4BApplies(N, ob.strides[r - 2], ob.strides[r - 1], ob.offset, ob.strides.slice(0, r - 3)) ? variant.vec4B : variant;
     const gx = Math.ceil(N / v.tileN), gy = Math.ceil(m / v.tileM), gz = sizeOf(bshape);
     const base = {
       bshape: pad8(bshape), bsA: pad8(oa.strides.slice(0, r - 3)), bsB: pad8(ob.strides.slice(0, r - 3)), bsC: pad8(oc.strides.slice(0, r - 3)),
