@@ -129,23 +129,26 @@ s('one pipeline per dtype and B layout serves every shape', async () => {
   assert.is(dev.pipelineCount, before);
 });
 
-s('B read as vec4s gives the bits of the scalar kernel (N = 4·odd, offsets, batch strides, chunks)', async () => {
+s('B read as vec4s gives the bits of the scalar kernel (N = 4·odd, transB, offsets, batch strides, chunks)', async () => {
   const cases: Case[] = [
     { a: [5, 9], b: [9, 12] }, // the last vec4 pair has one column block past N
     { a: [3, 1, 10, 7], b: [2, 7, 8] }, // broadcast batch
     { a: [2, 33, 4], b: [2, 4, 20] },
     { a: [70, 3], b: [3, 68] },
+    { a: [2, 6, 9], b: [2, 12, 9], transB: true }, // B re-laid as [K, N] first
+    { a: [9, 6], b: [1, 20, 9], transA: true, transB: true },
   ];
   let seed = 700;
   for (const c of cases) {
     for (const dtype of dev.hasF16 ? ['f32', 'f16'] as const : ['f32'] as const) {
       const av = randArray(sizeOf(c.a), seed++), bv = randArray(sizeOf(c.b), seed++);
       const a = tensor(dtype === 'f16' ? av.map(roundToF16) : av, c.a, dtype), b = tensor(dtype === 'f16' ? bv.map(roundToF16) : bv, c.b, dtype);
-      const vec = await matmul(a, b).data();
+      const opts = { transA: c.transA, transB: c.transB };
+      const vec = await matmul(a, b, opts).data();
       let plain: ArrayLike<number>;
       try {
         matmulVec4BOverride.enabled = false;
-        plain = await matmul(a, b).data();
+        plain = await matmul(a, b, opts).data();
       } finally {
         delete matmulVec4BOverride.enabled;
       }

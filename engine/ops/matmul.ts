@@ -9,7 +9,7 @@ import { Tensor } from '../tensor.js';
 import { kernelFamily } from '../kernel-family.js';
 import { matmulLayout, selectMatmulVariant, vec4BApplies } from '../../kernels/matmul.js';
 import { cast } from './elementwise.js';
-import { full, reshape } from './movement.js';
+import { full, relayLastTwo, reshape } from './movement.js';
 
 export interface MatmulOptions {
   /** Use the transpose of a's last two dims: a is [..., K, M]. */
@@ -160,6 +160,17 @@ function runMatmul(a: Tensor, b: Tensor, out: Tensor, transA: boolean, transB: b
     throw new Error(`${label}: the ${variant.name} kernel needs ${variant.sharedBytes} bytes of workgroup memory and ${variant.threads} threads; this device allows ${dev.limits.maxComputeWorkgroupStorageSize} and ${dev.limits.maxComputeInvocationsPerWorkgroup}`);
   }
   const { M, N, K, batch } = d;
+  if (transB && b.rank >= 2 && variant.vec4B && matmulVec4BOverride.enabled !== false && N % 4 === 0 && M > 1) {
+    // B is [..., N, K]: lay it out as [..., K, N] (a pass over B, against M passes over it in the
+    // product) so that the vec4-B kernel reads it; same fmas in the same order, so same bits.
+    const bt = relayLastTwo(b, label);
+    try {
+      runMatmul(a, bt, out, transA, false, d, label);
+    } finally {
+      bt.dispose(); // recorded work runs in order: the buffer is reused only after the product
+    }
+    return;
+  }
   const br = batch.length;
   const batchStrides = (t: Tensor, perRow: number[]): number[] => {
     const cs = contiguousStrides(t.shape);

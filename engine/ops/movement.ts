@@ -76,6 +76,20 @@ export function permute(x: Tensor, perm: readonly number[]): Tensor {
   return record('permute', [x], out, [], (g) => [permute(g, inverse)]);
 }
 
+/**
+ * x with its last two axes swapped, as a new contiguous tensor that autograd does not see: for an
+ * op that re-lays an operand inside its own forward (matmul on software adapters reads a B laid
+ * out along n four columns at a time).
+ */
+export function relayLastTwo(x: Tensor, op: string): Tensor {
+  const src = contiguousStrides(x.shape), r = x.rank;
+  const perm = Array.from({ length: r }, (_, i) => (i === r - 2 ? r - 1 : i === r - 1 ? r - 2 : i));
+  const shape = perm.map((p) => x.shape[p]);
+  const out = new Tensor(x.device, shape, x.dtype);
+  copyStrided(op, shape, x, perm.map((p) => src[p]), 0, out, contiguousStrides(shape), 0);
+  return out;
+}
+
 /** Swaps two axes (default: the last two). */
 export function transpose(x: Tensor, a = -2, b = -1): Tensor {
   const perm = Array.from({ length: x.rank }, (_, i) => i);
