@@ -121,6 +121,13 @@ export class Device {
 
   get hasF16(): boolean { return this.features.has('shader-f16'); }
   get hasSubgroups(): boolean { return this.features.has('subgroups'); }
+  /** The adapter's subgroup size when subgroups are enabled and the size is fixed (min = max); else null. */
+  get subgroupSize(): number | null {
+    if (!this.hasSubgroups) return null;
+    const info = (this.gpu as unknown as { adapterInfo?: { subgroupMinSize?: number; subgroupMaxSize?: number } }).adapterInfo;
+    const min = info?.subgroupMinSize, max = info?.subgroupMaxSize;
+    return typeof min === 'number' && min > 0 && min === max ? min : null;
+  }
   get hasSubgroupMatrix(): boolean { return this.features.has('chromium-experimental-subgroup-matrix'); }
   get hasTimestamps(): boolean { return this.features.has('timestamp-query'); }
 

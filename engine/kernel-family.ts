@@ -14,7 +14,7 @@ export type KernelFamily = 'software' | 'gpu';
  * Forces one family on every device (tests run each op under both; benchmarks compare them).
  * Also settable with the environment variable DDPO_KERNELS=software|gpu.
  */
-export const kernelFamilyOverride: { family?: KernelFamily; convColumns?: 4 | 8 } = {};
+export const kernelFamilyOverride: { family?: KernelFamily; convColumns?: 4 | 8; subgroups?: boolean } = {};
 
 const SOFTWARE_NAME = /llvmpipe|lavapipe|swiftshader|software/i;
 
@@ -48,4 +48,20 @@ export function convBlockColumns(dev: { adapterName: string }): 4 | 8 {
   const v = typeof process !== 'undefined' ? process.env?.DDPO_CONV_COLUMNS : undefined;
   if (v !== undefined && v !== '' && v !== '4' && v !== '8') throw new Error(`DDPO_CONV_COLUMNS=${v}: expected 4 or 8 (or unset: chosen from the adapter)`);
   return kernelFamilyOverride.convColumns ?? (v ? (Number(v) as 4 | 8) : undefined) ?? (SWIFTSHADER_NAME.test(dev.adapterName) ? 4 : 8);
+}
+
+/**
+ * The subgroup size the software kernels may rely on, or null. On lavapipe a subgroup is one SIMD
+ * register (8 lanes with 256-bit LLVM) and a subgroupBroadcast is a register shuffle, while a
+ * buffer load costs about as much whether or not its address is the same in every lane; so a
+ * kernel whose lanes all need the same 8 values is faster when each lane loads one of them and
+ * the others are broadcast (kernels/matmul-rb.ts). Only a fixed size (min = max) counts, and only
+ * 8, the block height those kernels are written for. `kernelFamilyOverride.subgroups = false` or
+ * DDPO_SUBGROUPS=0 turns this off (tests compare both ways; same bits).
+ */
+export function softwareSubgroupSize(dev: { subgroupSize: number | null }): 8 | null {
+  const v = typeof process !== 'undefined' ? process.env?.DDPO_SUBGROUPS : undefined;
+  if (v !== undefined && v !== '' && v !== '0' && v !== '1') throw new Error(`DDPO_SUBGROUPS=${v}: expected 0 (off) or 1 (on where the adapter offers them, the default)`);
+  const on = kernelFamilyOverride.subgroups ?? (v !== '0');
+  return on && dev.subgroupSize === 8 ? 8 : null;
 }

@@ -13,10 +13,10 @@
 // and dtype, never per shape, for the same reason: see selectMatmulVariant.
 
 import { DType } from '../engine/dtype.js';
-import type { KernelFamily } from '../engine/kernel-family.js';
+import { KernelFamily, softwareSubgroupSize } from '../engine/kernel-family.js';
 import { at, declareBindings, f16Enable, stridedOffsets } from './common.js';
 import { MatmulVariant, matmulLayout, vec4BApplies } from './matmul-layout.js';
-import { RB_VARIANT } from './matmul-rb.js';
+import { MATMUL_RB, RB_SG_VARIANT, RB_VARIANT } from './matmul-rb.js';
 
 /**
  * Geometry of the register-tiled shared-memory kernel. Each thread owns a 4×4 block of outputs
@@ -165,12 +165,13 @@ function tiledWGSL(c: TiledConfig, dtype: DType): string {
 
 /**
  * The kernel for a device and dtype: the register-blocked kernel (kernels/matmul-rb.ts) on
- * software adapters, the tiled one elsewhere; a subgroup-matrix (tensor core) variant would be
- * returned here when device.hasSubgroupMatrix. The choice must not depend on the shape (see
- * batch independence above).
+ * software adapters (its subgroup form where the adapter's subgroups are a fixed 8 lanes), the
+ * tiled one elsewhere; a subgroup-matrix (tensor core) variant would be returned here when
+ * device.hasSubgroupMatrix. The choice must not depend on the shape (see batch independence above).
  */
-export function selectMatmulVariant(family: KernelFamily, _features: { hasSubgroupMatrix: boolean }, _dtype: DType): MatmulVariant {
-  return family === 'software' ? RB_VARIANT : DEFAULT_VARIANT;
+export function selectMatmulVariant(family: KernelFamily, features: { hasSubgroupMatrix: boolean; subgroupSize: number | null }, _dtype: DType): MatmulVariant {
+  if (family !== 'software') return DEFAULT_VARIANT;
+  return softwareSubgroupSize(features) === MATMUL_RB.R ? RB_SG_VARIANT : RB_VARIANT;
 }
 
 const DEFAULT_VARIANT = tiledVariant(TILED_64);

@@ -9,7 +9,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { backward } from '../engine/autograd.js';
 import { DType } from '../engine/dtype.js';
-import { KernelFamily, convBlockColumns, kernelFamily, kernelFamilyOverride } from '../engine/kernel-family.js';
+import { KernelFamily, convBlockColumns, kernelFamily, kernelFamilyOverride, softwareSubgroupSize } from '../engine/kernel-family.js';
 import { Tensor } from '../engine/tensor.js';
 import { Conv2dOptions, conv2d, conv2dGeometry, matmul, slice, sum } from '../engine/ops/index.js';
 import { winogradApplies } from '../engine/ops/conv2d-winograd.js';
@@ -75,6 +75,23 @@ s('the family follows the override and DDPO_KERNELS; the adapter decides otherwi
     await assertThrows(() => kernelFamily({ adapterName: 'x' }), /DDPO_KERNELS=tensorcore/, /"software" or "gpu"/);
   } finally {
     if (env === undefined) delete process.env.DDPO_KERNELS; else process.env.DDPO_KERNELS = env;
+  }
+});
+
+s('subgroup kernels: only a fixed size of 8, off by override or DDPO_SUBGROUPS=0, a bad value is an error', async () => {
+  assert.is(softwareSubgroupSize({ subgroupSize: 8 }), 8);
+  assert.is(softwareSubgroupSize({ subgroupSize: 4 }), null);
+  assert.is(softwareSubgroupSize({ subgroupSize: null }), null);
+  kernelFamilyOverride.subgroups = false;
+  try { assert.is(softwareSubgroupSize({ subgroupSize: 8 }), null); } finally { delete kernelFamilyOverride.subgroups; }
+  const env = process.env.DDPO_SUBGROUPS;
+  try {
+    process.env.DDPO_SUBGROUPS = '0';
+    assert.is(softwareSubgroupSize({ subgroupSize: 8 }), null);
+    process.env.DDPO_SUBGROUPS = 'yes';
+    await assertThrows(() => softwareSubgroupSize({ subgroupSize: 8 }), /DDPO_SUBGROUPS=yes/, /expected 0/);
+  } finally {
+    if (env === undefined) delete process.env.DDPO_SUBGROUPS; else process.env.DDPO_SUBGROUPS = env;
   }
 });
 

@@ -5,6 +5,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { backward } from '../engine/autograd.js';
+import { kernelFamilyOverride } from '../engine/kernel-family.js';
 import { roundToF16 } from '../engine/dtype.js';
 import { sizeOf } from '../engine/shape.js';
 import { tensor } from '../engine/tensor.js';
@@ -129,7 +130,7 @@ s('one pipeline per dtype and B layout serves every shape', async () => {
   assert.is(dev.pipelineCount, before);
 });
 
-s('B read as vec4s gives the bits of the scalar kernel (N = 4·odd, transB, offsets, batch strides, chunks)', async () => {
+s('B read as vec4s, and A shared by subgroup broadcasts, give the bits of the plain kernel (N = 4·odd, transB, offsets, batch strides, chunks)', async () => {
   const cases: Case[] = [
     { a: [5, 9], b: [9, 12] }, // the last vec4 pair has one column block past N
     { a: [3, 1, 10, 7], b: [2, 7, 8] }, // broadcast batch
@@ -145,14 +146,19 @@ s('B read as vec4s gives the bits of the scalar kernel (N = 4·odd, transB, offs
       const a = tensor(dtype === 'f16' ? av.map(roundToF16) : av, c.a, dtype), b = tensor(dtype === 'f16' ? bv.map(roundToF16) : bv, c.b, dtype);
       const opts = { transA: c.transA, transB: c.transB };
       const vec = await matmul(a, b, opts).data();
-      let plain: ArrayLike<number>;
-      try {
-        matmulVec4BOverride.enabled = false;
-        plain = await matmul(a, b, opts).data();
-      } finally {
-        delete matmulVec4BOverride.enabled;
+      // The scalar-B kernel, and (where the adapter has subgroups of 8) both without subgroups.
+      for (const [vec4, subgroups] of [[false, true], [true, false], [false, false]]) {
+        let plain: ArrayLike<number>;
+        try {
+          if (!vec4) matmulVec4BOverride.enabled = false;
+          if (!subgroups) kernelFamilyOverride.subgroups = false;
+          plain = await matmul(a, b, opts).data();
+        } finally {
+          delete matmulVec4BOverride.enabled;
+          delete kernelFamilyOverride.subgroups;
+        }
+        assert.equal(bits(vec), bits(plain), `${dtype} ${label(c)} vec4 ${vec4} subgroups ${subgroups}`);
       }
-      assert.equal(bits(vec), bits(plain), `${dtype} ${label(c)}`);
       const ref = refMatmul(c, Float64Array.from(await a.data()), Float64Array.from(await b.data())).out;
       assertClose(vec, ref, dtype === 'f16' ? 2 ** -11 + 1e-6 : 1e-5, 1e-5, `${dtype} ${label(c)}`);
     }
