@@ -14,6 +14,7 @@ import { tensor } from '../engine/tensor.js';
 import { Conv2dOptions, conv2d, conv2dGeometry, slice, torchPad } from '../engine/ops/index.js';
 import { bandOf, planBands } from '../engine/ops/conv2d-bands.js';
 import { winogradApplies } from '../engine/ops/conv2d-winograd.js';
+import { pointwiseApplies, pointwiseOverride } from '../engine/ops/conv2d-pointwise.js';
 import { kernelFamilyOverride } from '../engine/kernel-family.js';
 import { DType } from '../engine/dtype.js';
 import { assertClose, assertThrows, dot, finiteDiff, randArray, testDevice } from './helpers.js';
@@ -344,6 +345,48 @@ s('row bands in f16 give the unbanded bits', async () => {
   assert.equal(bits(banded.out), bits(whole.out), 'f16 forward');
   assert.equal(bits(banded.dx), bits(whole.dx), 'f16 dx');
   assert.equal(bits(banded.dw), bits(whole.dw), 'f16 dw');
+});
+
+s('1×1 convolutions as products (software adapters) give the direct kernels\' bits: fwd with and without bias, dx, f16, odd pixel counts, chunks', async () => {
+  const f32 = (d: ArrayLike<number>) => Array.from(new Uint32Array(Float32Array.from(d).buffer));
+  const cases: { x: number[]; co: number; bias: boolean; dtype: DType }[] = [
+    { x: [3, 8, 4, 4], co: 12, bias: true, dtype: 'f32' },
+    { x: [2, 5, 3, 5], co: 7, bias: false, dtype: 'f32' }, // 15 pixels: the scalar-B product
+    { x: [1, 17, 1, 1], co: 33, bias: true, dtype: 'f32' },
+  ];
+  if (dev.hasF16) cases.push({ x: [2, 8, 4, 6], co: 4, bias: false, dtype: 'f16' }, { x: [2, 8, 4, 6], co: 4, bias: true, dtype: 'f16' });
+  let seed = 900;
+  for (const c of cases) {
+    const geo = conv2dGeometry(c.x, [c.co, c.x[1], 1, 1], {}, 'test');
+    const software = kernelFamilyOverride.family === undefined && pointwiseApplies('dx', geo, dev, c.dtype, false);
+    const round = (v: Float64Array) => (c.dtype === 'f16' ? v.map(roundToF16) : v);
+    const xv = round(randArray(sizeOf(c.x), seed++)), wv = round(randArray(c.co * c.x[1], seed++)), bv = round(randArray(c.co, seed++));
+    const gv = round(randArray(c.x[0] * c.co * c.x[2] * c.x[3], seed++));
+    const run = async (maxBinding?: number) => {
+      const saved = dev.maxBindingBytes;
+      if (maxBinding) dev.maxBindingBytes = maxBinding;
+      try {
+        const x = tensor(xv, c.x, c.dtype).requireGrad(), w = tensor(wv, [c.co, c.x[1], 1, 1], c.dtype);
+        const y = conv2d(x, w, c.bias ? tensor(bv, [c.co], c.dtype) : null);
+        backward(y, { grad: tensor(gv, [...y.shape], c.dtype) });
+        return [f32(await y.data()), f32(await x.grad!.data())];
+      } finally {
+        dev.maxBindingBytes = saved;
+      }
+    };
+    const routed = await run();
+    let direct: number[][];
+    try { pointwiseOverride.enabled = false; direct = await run(); } finally { delete pointwiseOverride.enabled; }
+    const what = `[${c.x}] -> ${c.co} ${c.dtype}${c.bias ? ' bias' : ''}`;
+    assert.equal(routed[0], direct[0], `forward ${what}`);
+    assert.equal(routed[1], direct[1], `dx ${what}`);
+    if (c.dtype === 'f32') {
+      // A binding limit that splits the batch (one sample and the weight still fit).
+      const chunked = await run(Math.max(c.x[1] * c.x[2] * c.x[3], c.co * c.x[2] * c.x[3], c.x[1] * c.co) * 4 + dev.limits.minStorageBufferOffsetAlignment + 64);
+      assert.equal(chunked, routed, `chunked ${what}`);
+    }
+    if (software) assert.ok(c.dtype === 'f32' || !c.bias ? pointwiseApplies('fwd', geo, dev, c.dtype, c.bias) : !pointwiseApplies('fwd', geo, dev, c.dtype, c.bias), `route of ${what}`);
+  }
 });
 
 s('a weight or a one-row band too large for one binding is an error naming conv2d', async () => {

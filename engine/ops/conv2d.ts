@@ -18,6 +18,7 @@ import { CONV_SHARED_BYTES, CONV_THREADS, CONV_TILE, ConvMode, convKey, convLayo
 import { convRbKey, convRbTile, convRbWGSL } from '../../kernels/conv2d-rb.js';
 import { convBlockColumns, kernelFamily } from '../kernel-family.js';
 import { planBands } from './conv2d-bands.js';
+import { pointwiseApplies, runPointwise } from './conv2d-pointwise.js';
 import { runWinograd, runWinogradWeightGrad, winogradApplies } from './conv2d-winograd.js';
 import { cast } from './elementwise.js';
 import { full } from './movement.js';
@@ -252,6 +253,10 @@ function runConv(mode: ConvMode, geo: Conv2dGeometry, inputs: (Tensor | null)[],
   const software = kernelFamily(dev) === 'software';
   if (!software && (CONV_SHARED_BYTES > dev.limits.maxComputeWorkgroupStorageSize || CONV_THREADS > dev.limits.maxComputeInvocationsPerWorkgroup)) {
     throw new Error(`${label}: the conv2d kernel needs ${CONV_SHARED_BYTES} bytes of workgroup memory and ${CONV_THREADS} threads; this device allows ${dev.limits.maxComputeWorkgroupStorageSize} and ${dev.limits.maxComputeInvocationsPerWorkgroup}`);
+  }
+  if (!carry && mode !== 'dw' && pointwiseApplies(mode, geo, dev, inputs[0]!.dtype, mode === 'fwd' && !!inputs[2])) {
+    runPointwise(mode, geo, inputs, out, label);
+    return;
   }
   if (!carry && winogradApplies(mode, geo, dev)) {
     if (mode === 'dw') runWinogradWeightGrad(geo, inputs[0]!, inputs[1]!, out, label);

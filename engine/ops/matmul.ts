@@ -86,6 +86,18 @@ function matmul2(a: Tensor, b: Tensor, transA: boolean, transB: boolean, label: 
 }
 
 /**
+ * Writes op(a)·op(b) into out, which must be a contiguous [...batch, M, N] block of the right size
+ * (its own shape is not consulted); not recorded for autograd. For ops that are a product inside
+ * (a 1×1 convolution on software adapters) and own their output and backward.
+ */
+export function matmulInto(a: Tensor, b: Tensor, out: Tensor, opts: MatmulOptions, label: string): void {
+  const transA = !!opts.transA, transB = !!opts.transB;
+  const d = dimsOf(a, b, transA, transB, label);
+  if (sizeOf([...d.batch, d.M, d.N]) !== out.size || out.dtype !== a.dtype) throw new Error(`${label}: matmulInto needs a ${a.dtype} output of ${sizeOf([...d.batch, d.M, d.N])} elements, got ${out.describe()}`);
+  if (d.K > 0) runMatmul(a, b, out, transA, transB, d, label);
+}
+
+/**
  * dA = g·op(B)ᵀ and dB = op(A)ᵀ·g, arranged so that the trans flags become the other product's
  * flags (no transposes are materialised); backward() sums them over the batch dims that were broadcast.
  */
