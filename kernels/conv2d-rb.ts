@@ -37,10 +37,18 @@ import { declareBindings, f16Enable } from './common.js';
  * output is the same sum in the same order, so the bits do not change.
  */
 export const CONV_RB = { R: 16, C: 8, WX: 4, WY: 2 } as const;
+/**
+ * The subgroup form (adapters whose subgroups are a fixed 8 lanes; packed operands, 8 columns):
+ * the workgroup is one subgroup side by side along N, so all lanes share the block's 16 rows;
+ * lane s loads the vec4 of rows 4·(s mod 4).. and subgroupBroadcast hands the four vec4s round:
+ * one load per lane and k instead of four. Same fmas in the same order: same bits.
+ */
+export const CONV_RB_SG = { R: 16, WX: 8, WY: 1 } as const;
 export type ConvBlockColumns = 4 | 8;
 /** The workgroup's tile of the product: BM rows by BN columns. */
-export function convRbTile(cols: ConvBlockColumns = CONV_RB.C): { BM: number; BN: number } {
-  return { BM: CONV_RB.R * CONV_RB.WY, BN: cols * CONV_RB.WX };
+export function convRbTile(cols: ConvBlockColumns = CONV_RB.C, sg = false): { BM: number; BN: number } {
+  const g = sg ? CONV_RB_SG : CONV_RB;
+  return { BM: g.R * g.WY, BN: cols * g.WX };
 }
 
 export interface ConvRbStatic {
@@ -54,10 +62,10 @@ export interface ConvRbStatic {
  * the R values one k needs are R/4 vec4 reads instead of R scalar ones. Needs M (and for dw Cout)
  * a multiple of 4 (engine/ops/conv2d.ts decides).
  */
-export function convRbKey(mode: ConvMode, dtype: DType, st?: ConvRbStatic, packed = false, cols: ConvBlockColumns = CONV_RB.C): string {
+export function convRbKey(mode: ConvMode, dtype: DType, st?: ConvRbStatic, packed = false, cols: ConvBlockColumns = CONV_RB.C, sg = false): string {
   const base = mode === 'dx' && st ? `conv2d-rb:dx:${dtype}:${st.SH}x${st.SW}:${st.DH}x${st.DW}` : `conv2d-rb:${mode}:${dtype}`;
   const key = packed ? `${base}:${mode === 'dw' ? 'g4' : 'w4'}` : base;
-  return cols === CONV_RB.C ? key : `${key}:c${cols}`;
+  return (cols === CONV_RB.C ? key : `${key}:c${cols}`) + (sg ? ':sg' : '');
 }
 
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
@@ -69,9 +77,12 @@ function fmas(R: number, C: number, ind: string): string {
   return out.join('\n');
 }
 
-export function convRbWGSL(mode: ConvMode, dtype: DType, st?: ConvRbStatic, packed = false, cols: ConvBlockColumns = CONV_RB.C): string {
-  const { R, WX, WY } = CONV_RB;
+export function convRbWGSL(mode: ConvMode, dtype: DType, st?: ConvRbStatic, packed = false, cols: ConvBlockColumns = CONV_RB.C, sg = false): string {
+  if (sg && (!packed || cols !== 8)) throw new Error('convRbWGSL: the subgroup form needs packed operands and 8 columns');
+  const { R, WX, WY } = sg ? CONV_RB_SG : CONV_RB;
   const C = cols;
+  // Lane s of the subgroup form loads the vec4 of rows 4·(s mod 4).. of the block.
+  const lane4 = '4u * (sid % 4u)';
   const w4 = packed && mode !== 'dw', g4 = packed && mode === 'dw';
   const wType = (w4 ? `vec4<${dtype}>` : dtype) as DType;
   const gType = (g4 ? `vec4<${dtype}>` : dtype) as DType;
@@ -82,14 +93,18 @@ export function convRbWGSL(mode: ConvMode, dtype: DType, st?: ConvRbStatic, pack
       : [{ name: 'Gr', type: gType }, { name: 'X', type: dtype }];
   const outType: DType = mode === 'dw' ? 'f32' : dtype;
   const L: string[] = [];
-  L.push(f16Enable(dtype));
+  L.push(f16Enable(dtype) + (sg ? 'enable subgroups;\n' : ''));
   L.push(declareBindings(reads, [{ name: 'O', type: outType }], convLayout));
   L.push(`@compute @workgroup_size(${WX}, ${WY}, 1)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>${sg ? ', @builtin(subgroup_invocation_id) sid: u32' : ''}) {
   let z = wid.z + P.zbase;
-  let mb = ((wid.y + P.ybase) * ${WY}u + lid.y) * ${R}u;
+  let mb = ${sg ? `(wid.y + P.ybase) * ${R}u` : `((wid.y + P.ybase) * ${WY}u + lid.y) * ${R}u`};
   let nb = ((wid.x + P.xbase) * ${WX}u + lid.x) * ${C}u;
-  if (mb >= P.M || nb >= P.N) { return; }
+  ${sg
+    // Every lane must reach the broadcasts: only the whole workgroup (one row block) leaves
+    // early; a lane past N computes clamped columns and stores none.
+    ? 'if (mb >= P.M) { return; }'
+    : 'if (mb >= P.M || nb >= P.N) { return; }'}
   let HW = P.H * P.W; let OHW = P.OH * P.OW; let KHKW = P.KH * P.KW;`);
   for (const i of range(R)) for (const j of range(C)) L.push(`  var acc${i}_${j} = 0.0;`);
   const rowsClamped = range(R).map((i) => `  let m${i} = min(mb + ${i}u, P.M - 1u);`).join('\n');
@@ -103,7 +118,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
   let xb${j} = P.off0 + (s${j} * P.C + z * P.CG) * HW;
   let iy0_${j} = i32((p${j} / P.OW) * P.SH) - P.PT; let ix0_${j} = i32((p${j} % P.OW) * P.SW) - i32(P.PL);`);
     }
-    if (w4) for (const g of range(R / 4)) L.push(`  let wq${g} = P.off1 + z * P.K * P.COG + min(mb + ${4 * g}u, P.COG - 4u);`);
+    if (sg) L.push(`  let wqL = P.off1 + z * P.K * P.COG + min(mb + ${lane4}, P.COG - 4u);`);
+    else if (w4) for (const g of range(R / 4)) L.push(`  let wq${g} = P.off1 + z * P.K * P.COG + min(mb + ${4 * g}u, P.COG - 4u);`);
     else for (const i of range(R)) L.push(`  let wr${i} = P.off1 + (z * P.COG + m${i}) * P.K;`);
     L.push(`  var k = 0u;
   for (var ci = 0u; ci < P.CG; ci++) {
@@ -121,7 +137,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         let b${j} = select(0.0, f32(X[select(0u, rb${j} + u32(max(ix${j}, 0)), ok${j})]), ok${j});`);
     }
     if (w4) {
-      for (const g of range(R / 4)) L.push(`        let w${g} = vec4<f32>(Wt[(wq${g} + k * P.COG) / 4u]);`);
+      if (sg) L.push(`        let wL = vec4<f32>(Wt[(wqL + k * P.COG) / 4u]);`, ...range(R / 4).map((g) => `        let w${g} = subgroupBroadcast(wL, ${g}u);`));
+      else for (const g of range(R / 4)) L.push(`        let w${g} = vec4<f32>(Wt[(wq${g} + k * P.COG) / 4u]);`);
       for (const i of range(R)) L.push(`        let a${i} = w${i >> 2}.${'xyzw'[i & 3]};`);
     } else for (const i of range(R)) L.push(`        let a${i} = f32(Wt[wr${i} + k]);`);
     L.push(fmas(R, C, '        '));
@@ -149,7 +166,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
   let gb${j} = P.off0 + (s${j} * P.CO + z * P.COG) * OHW;
   let ty${j} = i32(p${j} / P.W) + P.PT; let tx${j} = i32(p${j} % P.W) + i32(P.PL);`);
     }
-    if (w4) for (const g of range(R / 4)) L.push(`  let wq${g} = P.off1 + z * P.COG * KHKW * P.CG + min(mb + ${4 * g}u, P.CG - 4u);`);
+    if (sg) L.push(`  let wqL = P.off1 + z * P.COG * KHKW * P.CG + min(mb + ${lane4}, P.CG - 4u);`);
+    else if (w4) for (const g of range(R / 4)) L.push(`  let wq${g} = P.off1 + z * P.COG * KHKW * P.CG + min(mb + ${4 * g}u, P.CG - 4u);`);
     else for (const i of range(R)) L.push(`  let wr${i} = P.off1 + (z * P.COG * P.CG + m${i}) * KHKW;`);
     const div = (v: string, s: number) => (s === 1 ? v : `(${v} / ${s})`);
     const divisible = (v: string, s: number) => (s === 1 ? 'true' : `(${v} % ${s}) == 0`);
@@ -172,7 +190,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     }
     if (w4) {
       L.push(`        let r = (co * KHKW + ky * P.KW + kx) * P.CG;`);
-      for (const g of range(R / 4)) L.push(`        let w${g} = vec4<f32>(Wt[(wq${g} + r) / 4u]);`);
+      if (sg) L.push(`        let wL = vec4<f32>(Wt[(wqL + r) / 4u]);`, ...range(R / 4).map((g) => `        let w${g} = subgroupBroadcast(wL, ${g}u);`));
+      else for (const g of range(R / 4)) L.push(`        let w${g} = vec4<f32>(Wt[(wq${g} + r) / 4u]);`);
       for (const i of range(R)) L.push(`        let a${i} = w${i >> 2}.${'xyzw'[i & 3]};`);
     } else {
       L.push(`        let r = wc + ky * P.KW + kx;`);
@@ -197,7 +216,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
   let xb${j} = P.off1 + (z * P.CG + ci${j}) * HW;
   let dy${j} = i32((r${j} / P.KW) * P.DH) - P.PT; let dx${j} = i32((r${j} % P.KW) * P.DW) - i32(P.PL);`);
     }
-    if (g4) for (const g of range(R / 4)) L.push(`  let gq${g} = P.off0 + z * P.COG + min(mb + ${4 * g}u, P.COG - 4u);`);
+    if (sg) L.push(`  let gqL = P.off0 + z * P.COG + min(mb + ${lane4}, P.COG - 4u);`);
+    else if (g4) for (const g of range(R / 4)) L.push(`  let gq${g} = P.off0 + z * P.COG + min(mb + ${4 * g}u, P.COG - 4u);`);
     else for (const i of range(R)) L.push(`  let gr${i} = P.off0 + (z * P.COG + m${i}) * OHW;`);
     L.push(`  if (P.flag != 0u) {`);
     for (const i of range(R)) for (const j of range(C)) L.push(`    acc${i}_${j} = O[P.offO + (z * P.COG + m${i}) * P.N + n${j}];`);
@@ -221,7 +241,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     }
     if (g4) {
       L.push(`        let gp = (s * OHW + oy * P.OW + ox) * P.CO;`);
-      for (const g of range(R / 4)) L.push(`        let gv${g} = vec4<f32>(Gr[(gq${g} + gp) / 4u]);`);
+      if (sg) L.push(`        let gvL = vec4<f32>(Gr[(gqL + gp) / 4u]);`, ...range(R / 4).map((g) => `        let gv${g} = subgroupBroadcast(gvL, ${g}u);`));
+      else for (const g of range(R / 4)) L.push(`        let gv${g} = vec4<f32>(Gr[(gq${g} + gp) / 4u]);`);
       for (const i of range(R)) L.push(`        let a${i} = gv${i >> 2}.${'xyzw'[i & 3]};`);
     } else for (const i of range(R)) L.push(`        let a${i} = f32(Gr[gr${i} + go + ox]);`);
     L.push(fmas(R, C, '        '));

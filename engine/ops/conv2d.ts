@@ -16,7 +16,7 @@ import { fmt } from '../shape.js';
 import { Tensor } from '../tensor.js';
 import { CONV_SHARED_BYTES, CONV_THREADS, CONV_TILE, ConvMode, convKey, convLayout, convTileRows, convWGSL } from '../../kernels/conv2d.js';
 import { convRbKey, convRbTile, convRbWGSL } from '../../kernels/conv2d-rb.js';
-import { convBlockColumns, kernelFamily } from '../kernel-family.js';
+import { convBlockColumns, kernelFamily, softwareSubgroupSize } from '../kernel-family.js';
 import { planBands } from './conv2d-bands.js';
 import { pointwiseApplies, runPointwise } from './conv2d-pointwise.js';
 import { runWinograd, runWinogradWeightGrad, winogradApplies } from './conv2d-winograd.js';
@@ -310,7 +310,9 @@ function runConv(mode: ConvMode, geo: Conv2dGeometry, inputs: (Tensor | null)[],
   const { BN } = CONV_TILE;
   // The software block's width follows the device only (never the shape): batch independence holds.
   const cols = convBlockColumns(dev);
-  const rbTile = convRbTile(cols);
+  // The subgroup form where subgroups are a fixed 8 lanes (kernels/conv2d-rb.ts): device only.
+  const sg = software && !!packed && cols === 8 && softwareSubgroupSize(dev) === 8;
+  const rbTile = convRbTile(cols, sg);
   for (let s0 = 0; s0 < N; s0 += per) {
     const ns = Math.min(per, N - s0);
     const wins = ops.map((o) => (o.perSample ? windowOf(o, s0 * o.perSample, ns * o.perSample, align) : windowOf(o, 0, o.total, align)));
@@ -332,8 +334,8 @@ function runConv(mode: ConvMode, geo: Conv2dGeometry, inputs: (Tensor | null)[],
     const BNc = software ? rbTile.BN : BN;
     const gx = Math.ceil(NN / BNc), gy = Math.ceil(M / BM);
     const st = { SH: geo.SH, SW: geo.SW, DH: geo.DH, DW: geo.DW };
-    const key = software ? convRbKey(mode, dtype, st, !!packed, cols) : convKey(mode, dtype, BM);
-    const code = software ? () => convRbWGSL(mode, dtype, st, !!packed, cols) : () => convWGSL(mode, dtype, BM);
+    const key = software ? convRbKey(mode, dtype, st, !!packed, cols, sg) : convKey(mode, dtype, BM);
+    const code = software ? () => convRbWGSL(mode, dtype, st, !!packed, cols, sg) : () => convWGSL(mode, dtype, BM);
     for (let z = 0; z < gz; z += maxG) {
       for (let y = 0; y < gy; y += maxG) {
         for (let xb = 0; xb < gx; xb += maxG) {
