@@ -23,9 +23,11 @@ export interface MapSpec {
   /** All operands laid out contiguously in the same shape: skip index arithmetic. */
   contiguous: boolean;
   /**
-   * Strided operands only: each invocation walks ROW_RUN elements along the last dim, decoding
-   * its position once (software adapters, where the per-element divisions of the one-element
-   * form dominate). The same values either way: an elementwise op has no order.
+   * Software adapters: each invocation walks ROW_RUN elements, along the last dim for strided
+   * operands (decoding its position once: the per-element divisions of the one-element form
+   * dominate there) or consecutive ones for contiguous operands (lavapipe pays per invocation
+   * and per workgroup: 64K-element adds ran 1.9× faster this way in a probe). The same values
+   * either way: an elementwise op has no order.
    */
   rows?: boolean;
 }
@@ -53,7 +55,7 @@ export function mapLayout(nIn: number): ParamLayout {
 }
 
 export function mapKey(s: MapSpec): string {
-  return `map:${s.name}:${s.inTypes.join(',')}>${s.outType}:${s.ctype}:${s.contiguous ? 'c' : s.rows ? 'r' : 's'}`;
+  return `map:${s.name}:${s.inTypes.join(',')}>${s.outType}:${s.ctype}:${s.contiguous ? (s.rows ? 'cr' : 'c') : s.rows ? 'r' : 's'}`;
 }
 
 export function mapWGSL(s: MapSpec): string {
@@ -73,6 +75,21 @@ export function mapWGSL(s: MapSpec): string {
   }
   const loads = s.inTypes.map((_, k) => `  let ${NAMES[k]} = ${s.ctype}(in${k}[o${k}]);`).join('\n');
   if (!s.contiguous && s.rows) return rowsWGSL(s, reads, layout, addr, loads);
+  if (s.contiguous && s.rows) {
+    return `${f16Enable(...s.inTypes, s.outType)}
+${declareBindings(reads, [{ name: 'dst', type: s.outType }], layout)}
+${s.helpers ?? ''}
+${MAIN_1D(ROW_WG)}
+  let i0 = (gid * ${ROW_WG}u + lid) * ${ROW_RUN}u;
+  let i1 = min(i0 + ${ROW_RUN}u, P.n);
+  for (var i = i0; i < i1; i++) {
+  ${index.split('\n').join('\n  ')}
+  ${loads.split('\n').join('\n  ')}
+    dst[o${n}] = ${s.outType}(${s.expr});
+  }
+}
+`;
+  }
   return `${f16Enable(...s.inTypes, s.outType)}
 ${declareBindings(reads, [{ name: 'dst', type: s.outType }], layout)}
 ${s.helpers ?? ''}

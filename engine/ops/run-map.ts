@@ -42,7 +42,7 @@ export function runMap(kernel: MapKernel, shape: readonly number[], inputs: read
     const ch = { ...ch0, shape: merged.shape, operands: ch0.operands.map((o, k) => ({ ...o, strides: merged.strides[k] })) };
     const n = ch.shape.reduce((a, b) => a * b, 1);
     const contiguous = ch.operands.every((o) => isContiguous(ch.shape, o.strides));
-    const spec: MapSpec = { ...kernel, contiguous, rows: rows && !contiguous };
+    const spec: MapSpec = { ...kernel, contiguous, rows };
     const strides = new Array<number>(MAX_RANK * all.length).fill(0);
     ch.operands.forEach((o, k) => o.strides.forEach((s, d) => { strides[k * MAX_RANK + d] = s; }));
     dev.dispatch({
@@ -52,7 +52,7 @@ export function runMap(kernel: MapKernel, shape: readonly number[], inputs: read
       reads: ch.operands.slice(0, inputs.length).map((o, k) => ({ buffer: buffers[k], offset: o.windowOffset, size: o.windowSize })),
       writes: [{ buffer: buffers[inputs.length], offset: ch.operands[inputs.length].windowOffset, size: ch.operands[inputs.length].windowSize }],
       params: layout.pack({ shape: ch.shape, strides, offs: ch.operands.map((o) => o.offset), n, rank: ch.shape.length, obase: ch.operands[inputs.length].windowOffset / bytesOf(output.t.dtype), s0: scalars[0], s1: scalars[1] }),
-      groups: grid(spec.rows ? Math.ceil(((n / ch.shape[ch.shape.length - 1]) * Math.ceil(ch.shape[ch.shape.length - 1] / ROW_RUN)) / ROW_WG) : Math.ceil(n / WG), dev.limits.maxComputeWorkgroupsPerDimension),
+      groups: grid(spec.rows && contiguous ? Math.ceil(n / (ROW_RUN * ROW_WG)) : spec.rows ? Math.ceil(((n / ch.shape[ch.shape.length - 1]) * Math.ceil(ch.shape[ch.shape.length - 1] / ROW_RUN)) / ROW_WG) : Math.ceil(n / WG), dev.limits.maxComputeWorkgroupsPerDimension),
     });
   }
 }
