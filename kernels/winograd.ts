@@ -40,7 +40,8 @@ export const winogradLayout = new ParamLayout([
   { name: 'hasb', type: 'u32' },
 ]);
 
-export type WinogradKernel = 'weights-fwd' | 'weights-dx' | 'input' | 'output' | 'grad' | 'weights-grad';
+/** 'input-t' is 'input' stored as Vᵀ [16, cols, Q]: the weight gradient's Z · Vᵀ then reads it as a plain [cols, Q] operand. */
+export type WinogradKernel = 'weights-fwd' | 'weights-dx' | 'input' | 'input-t' | 'output' | 'grad' | 'weights-grad';
 
 export const winogradKey = (k: WinogradKernel, dtype: DType) => `winograd:${k}:${dtype}`;
 
@@ -111,7 +112,7 @@ export function winogradWGSL(k: WinogradKernel, dtype: DType): string {
       ...store16('U', 'P', 'p', 'q', 'Q', 'u'),
     ]);
   }
-  if (k === 'input') {
+  if (k === 'input' || k === 'input-t') {
     return kernel([{ name: 'x', type: dtype }], [{ name: 'V', type: 'f32' }], [
       column('q'),
       `  let y0 = i32(t / P.TW) * 2 - P.PT;
@@ -121,7 +122,7 @@ export function winogradWGSL(k: WinogradKernel, dtype: DType): string {
       ...cells(4, (r, c) => `  let ok${r}_${c} = y0 + ${r} >= 0 && y0 + ${r} < i32(P.H) && x0 + ${c} >= 0 && x0 + ${c} < i32(P.W);
   let d${r}_${c} = select(0.0, f32(x[img + select(0u, u32(y0 + ${r}) * P.W + u32(x0 + ${c}), ok${r}_${c})]), ok${r}_${c});`),
       ...sandwich(BT, (r, c) => `d${r}_${c}`, 'v'),
-      ...store16('V', 'Q', 'q', 'col', 'cols', 'v'),
+      ...(k === 'input' ? store16('V', 'Q', 'q', 'col', 'cols', 'v') : store16('V', 'cols', 'col', 'q', 'Q', 'v')),
     ]);
   }
   if (k === 'grad') {

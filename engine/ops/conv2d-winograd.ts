@@ -144,11 +144,12 @@ export function runWinogradWeightGrad(geo: Conv2dGeometry, g: Tensor, x: Tensor,
     for (let s0 = 0; s0 < geo.N; s0 += ns) {
       const n = Math.min(ns, geo.N - s0), cols = n * T;
       const xWin = sampleWindow(dev, x, inPer, s0, n, label), gWin = sampleWindow(dev, g, outPer, s0, n, label);
-      const V = new Tensor(dev, [16, p.Q, cols], 'f32'), Z = new Tensor(dev, [16, p.P, cols], 'f32');
-      temps.push(V, Z);
-      runKernel(dev, label, 'input', dtype, p, [xWin.binding], [wholeBinding(V, label)], { total: p.Q * cols, cols, off: xWin.offset });
+      // V is stored transposed, [16, cols, Q], so that Z · Vᵀ is a plain product (no re-layout of B).
+      const Vt = new Tensor(dev, [16, cols, p.Q], 'f32'), Z = new Tensor(dev, [16, p.P, cols], 'f32');
+      temps.push(Vt, Z);
+      runKernel(dev, label, 'input-t', dtype, p, [xWin.binding], [wholeBinding(Vt, label)], { total: p.Q * cols, cols, off: xWin.offset });
       runKernel(dev, label, 'grad', dtype, p, [gWin.binding], [wholeBinding(Z, label)], { total: p.P * cols, cols, off: gWin.offset });
-      const part = matmul(Z, V, { transB: true });
+      const part = matmul(Z, Vt);
       if (S) { const sum = add(S, part); temps.push(S, part); S = sum; } else S = part;
     }
     runKernel(dev, label, 'weights-grad', dtype, p, [wholeBinding(S!, label)], [wholeBinding(dw, label)], { total: p.P * p.Q });
