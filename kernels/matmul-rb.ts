@@ -17,13 +17,20 @@ import { MatmulVariant, matmulLayout } from './matmul-layout.js';
 // accumulators stay in registers where 16×8 spilled. Measured on 2-core lavapipe, 1024³ f32:
 // 4.1 GFLOP/s with {R16 C8 WX4 WY2}, 7.0 with this shape (bench/matmul).
 export const MATMUL_RB = { R: 8, C: 8, WX: 8, WY: 1 } as const;
+/**
+ * The subgroup form's block: the workgroup is one subgroup of 8 lanes along N; lane s loads rows
+ * mb + s and mb + 8 + s of A and broadcasts them, so 16 rows cost two loads per k and the taller
+ * block pays off (1024³ f32 probe: 14–17 GFLOP/s with 8 rows, 18.5–19.4 with 16).
+ */
+export const MATMUL_RB_SG = { R: 16, C: 8, WX: 8, WY: 1, SUBGROUP: 8 } as const;
 
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 
 function rbWGSL(dtype: DType, vecB: boolean, sg: boolean): string {
-  const { R, C, WX, WY } = MATMUL_RB;
-  // The subgroup form needs the workgroup to be one subgroup of R lanes side by side along N.
-  if (sg && (WY !== 1 || WX !== R)) throw new Error(`matmul-rb: the subgroup form needs WY = 1 and WX = R (have ${WX}×${WY}, R ${R})`);
+  const { R, C, WX, WY } = sg ? MATMUL_RB_SG : MATMUL_RB;
+  const S = MATMUL_RB_SG.SUBGROUP;
+  // The subgroup form needs the workgroup to be one subgroup of S lanes side by side along N.
+  if (sg && (WY !== 1 || WX !== S || R % S !== 0)) throw new Error(`matmul-rb: the subgroup form needs WY = 1, WX = ${S} and R a multiple of ${S} (have ${WX}×${WY}, R ${R})`);
   const L: string[] = [];
   L.push(f16Enable(dtype) + (sg ? 'enable subgroups;\n' : ''));
   L.push(declareBindings([{ name: 'A', type: dtype }, { name: 'B', type: vecB ? `vec4<${dtype}>` : dtype }], [{ name: 'Cm', type: dtype }], matmulLayout));
@@ -41,7 +48,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     ['offA', (ud) => at('P.bsA', ud)], ['offB', (ud) => at('P.bsB', ud)], ['offC', (ud) => at('P.bsC', ud)],
   ]));
   // With subgroups, lane s loads row mb + s and row i reaches every lane by subgroupBroadcast.
-  if (sg) L.push(`  let arow = offA + min(mb + sid, P.M - 1u) * P.sAm;`);
+  if (sg) for (const h of range(R / S)) L.push(`  let arow${h} = offA + min(mb + ${h * S}u + sid, P.M - 1u) * P.sAm;`);
   else for (const i of range(R)) L.push(`  let ar${i} = offA + min(mb + ${i}u, P.M - 1u) * P.sAm;`);
   if (vecB) {
     // B's row k holds columns nb..nb+7 as two aligned vec4s (the host checked sBn = 1 and that
@@ -64,9 +71,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     L.push('    let kb = k * P.sBk;');
     for (const j of range(C)) L.push(`    let b${j} = f32(B[bc${j} + kb]);`);
   }
-  if (sg) L.push('    let aL = f32(A[arow + ka]);');
+  if (sg) for (const h of range(R / S)) L.push(`    let aL${h} = f32(A[arow${h} + ka]);`);
   for (const i of range(R)) {
-    L.push(sg ? `    { let a = subgroupBroadcast(aL, ${i}u);` : `    { let a = f32(A[ar${i} + ka]);`);
+    L.push(sg ? `    { let a = subgroupBroadcast(aL${Math.floor(i / S)}, ${i % S}u);` : `    { let a = f32(A[ar${i} + ka]);`);
     L.push(range(C).map((j) => `acc${i}_${j} = fma(a, b${j}, acc${i}_${j});`).join(' ') + ' }');
   }
   L.push('  }');
@@ -81,12 +88,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
 }
 
 function rbVariant(vecB: boolean, sg: boolean): MatmulVariant {
-  const name = `rb8x8${sg ? '-sg' : ''}${vecB ? '-vec4b' : ''}`;
+  const g = sg ? MATMUL_RB_SG : MATMUL_RB;
+  const name = `rb${g.R}x${g.C}${sg ? '-sg' : ''}${vecB ? '-vec4b' : ''}`;
   return {
     name,
-    tileM: MATMUL_RB.R * MATMUL_RB.WY,
-    tileN: MATMUL_RB.C * MATMUL_RB.WX,
-    threads: MATMUL_RB.WX * MATMUL_RB.WY,
+    tileM: g.R * g.WY,
+    tileN: g.C * g.WX,
+    threads: g.WX * g.WY,
     sharedBytes: 0,
     key: (dtype) => `matmul:${name}:${dtype}`,
     code: (dtype) => rbWGSL(dtype, vecB, sg),
@@ -103,9 +111,10 @@ function rbVariant(vecB: boolean, sg: boolean): MatmulVariant {
 export const RB_VARIANT: MatmulVariant = { ...rbVariant(false, false), vec4B: rbVariant(true, false) };
 
 /**
- * The same kernels for an adapter with a fixed subgroup size of 8 (= R, and the workgroup is one
- * subgroup): each lane loads one of the block's 8 A values per k and subgroupBroadcast hands them
- * round, instead of every lane loading all 8 (lavapipe pays per load instruction, uniform address
- * or not: 1024³ f32 went from 9.3 to 16.7 GFLOP/s in a probe). Same values, same fmas, same bits.
+ * The same kernels for an adapter with a fixed subgroup size of 8 (the workgroup is one
+ * subgroup): each lane loads two of the block's 16 A values per k and subgroupBroadcast hands
+ * them round, instead of every lane loading all of them (lavapipe pays per load instruction,
+ * uniform address or not: 1024³ f32 went from 9.3 to 15 GFLOP/s with 8 rows). Same values, same
+ * fmas in the same order, same bits.
  */
 export const RB_SG_VARIANT: MatmulVariant = { ...rbVariant(false, true), vec4B: rbVariant(true, true) };

@@ -16,7 +16,7 @@ import { DType } from '../engine/dtype.js';
 import { KernelFamily, softwareSubgroupSize } from '../engine/kernel-family.js';
 import { at, declareBindings, f16Enable, stridedOffsets } from './common.js';
 import { MatmulVariant, matmulLayout, vec4BApplies } from './matmul-layout.js';
-import { MATMUL_RB, RB_SG_VARIANT, RB_VARIANT } from './matmul-rb.js';
+import { MATMUL_RB_SG, RB_SG_VARIANT, RB_VARIANT } from './matmul-rb.js';
 
 /**
  * Geometry of the register-tiled shared-memory kernel. Each thread owns a 4×4 block of outputs
@@ -171,7 +171,7 @@ function tiledWGSL(c: TiledConfig, dtype: DType): string {
  */
 export function selectMatmulVariant(family: KernelFamily, features: { hasSubgroupMatrix: boolean; subgroupSize: number | null }, _dtype: DType): MatmulVariant {
   if (family !== 'software') return DEFAULT_VARIANT;
-  return softwareSubgroupSize(features) === MATMUL_RB.R ? RB_SG_VARIANT : RB_VARIANT;
+  return softwareSubgroupSize(features) === MATMUL_RB_SG.SUBGROUP ? RB_SG_VARIANT : RB_VARIANT;
 }
 
 const DEFAULT_VARIANT = tiledVariant(TILED_64);
