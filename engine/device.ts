@@ -21,6 +21,11 @@ export interface DeviceOptions {
   dispatchesPerSubmit?: number;
   /** Name of the adapter, for messages. */
   adapterName?: string;
+  /**
+   * Wraps every wait for the GPU (sync, read-back). Node devices (engine/node.ts) pass one that
+   * keeps Dawn's binding from busy-polling a core meanwhile (engine/node-wait.ts). Default: none.
+   */
+  waitFor?: <T>(work: () => Promise<T>) => Promise<T>;
 }
 
 /** A range of a buffer bound to one kernel binding. */
@@ -76,6 +81,7 @@ export class Device {
    * (fromAdapter). A host's device (fromGPUDevice) outlives the engine's use of it.
    */
   private readonly ownsGPU: boolean;
+  private readonly waitFor: <T>(work: () => Promise<T>) => Promise<T>;
 
   private constructor(readonly gpu: GPUDevice, opts: DeviceOptions, owns: boolean) {
     this.ownsGPU = owns;
@@ -84,6 +90,7 @@ export class Device {
     this.adapterName = opts.adapterName ?? 'unknown adapter';
     this.maxBindingBytes = Math.min(opts.maxBindingBytes ?? Infinity, gpu.limits.maxStorageBufferBindingSize);
     this.dispatchesPerSubmit = opts.dispatchesPerSubmit ?? 256;
+    this.waitFor = opts.waitFor ?? ((work) => work());
     this.pool = new BufferPool((bytes) => this.createStorageBuffer(bytes));
     this.arena = gpu.createBuffer({ label: 'uniform arena', size: ARENA_BYTES, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
     gpu.addEventListener('uncapturederror', (ev) => {
@@ -271,7 +278,7 @@ export class Device {
     profiler.resolve(this.encoderOutsidePass());
     this.profiler = null;
     await this.sync();
-    return profiler.report();
+    return this.waitFor(() => profiler.report());
   }
 
   /** Records a buffer-to-buffer copy in order with the dispatches. */
@@ -314,7 +321,7 @@ export class Device {
     this.copy(buffer, offset, staging, 0, size);
     this.flush();
     try {
-      await staging.mapAsync(GPUMapMode.READ);
+      await this.waitFor(() => staging.mapAsync(GPUMapMode.READ));
     } catch (e) {
       staging.destroy();
       this.checkErrors(label);
@@ -331,7 +338,7 @@ export class Device {
   /** Waits until the GPU has finished all submitted work; then reports any GPU error. */
   async sync(): Promise<void> {
     this.flush();
-    await this.gpu.queue.onSubmittedWorkDone();
+    await this.waitFor(() => this.gpu.queue.onSubmittedWorkDone());
     this.checkErrors('sync');
   }
 

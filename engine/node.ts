@@ -4,6 +4,7 @@
 import { create, globals } from 'webgpu';
 import { Device, DeviceOptions } from './device.js';
 import { isSoftwareAdapterName } from './kernel-family.js';
+import { gentleWait } from './node-wait.js';
 
 /**
  * Dawn toggles: allow_unsafe_apis exposes experimental features (subgroup matrices);
@@ -83,5 +84,6 @@ export async function requestNodeAdapter(choice = process.env.DDPO_ADAPTER ?? 'a
 export async function createNodeDevice(opts: NodeDeviceOptions = {}): Promise<Device> {
   process.env.XDG_RUNTIME_DIR ??= '/tmp'; // quiets Mesa's warnings
   const adapter = await requestNodeAdapter(opts.adapter);
-  return Device.fromAdapter(adapter, { ...opts, adapterName: adapterDescription(adapter) });
+  // Waits without Dawn's busy polling (engine/node-wait.ts) unless the caller brings its own.
+  return Device.fromAdapter(adapter, { waitFor: gentleWait, ...opts, adapterName: adapterDescription(adapter) });
 }
