@@ -5,6 +5,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as E from '../engine/index.js';
 import { requestNodeAdapter } from '../engine/node.js';
+import { gentleWait } from '../engine/node-wait.js';
 import { sizeClass } from '../engine/pool.js';
 import { assertClose, assertThrows, testDevice } from './helpers.js';
 
@@ -66,6 +67,28 @@ s('the pool reuses freed buffers and the statistics track them', async () => {
   assert.is(dev.memory().created, m2.created);
   assert.ok(dev.memory().peakLiveBytes >= m1.liveBytes);
   b.dispose();
+});
+
+s('gentleWait: short waits keep setImmediate, long ones move to timers; nesting and errors restore it', async () => {
+  const real = globalThis.setImmediate;
+  let inside: typeof setImmediate | null = null;
+  // A wait that polls like Dawn's binding: one setImmediate tick after another until done.
+  const poll = (ticks: number) => new Promise<number>((resolve) => {
+    const t0 = performance.now();
+    let n = 0;
+    const tick = () => { inside = globalThis.setImmediate; if (++n >= ticks) resolve(performance.now() - t0); else globalThis.setImmediate(tick); };
+    globalThis.setImmediate(tick);
+  });
+  const quick = await gentleWait(() => poll(10));
+  assert.ok(inside !== real, 'setImmediate is replaced during the wait');
+  assert.ok(quick < 20, `10 ticks stay on setImmediate (${quick.toFixed(1)} ms)`);
+  const slow = await gentleWait(() => poll(32 + 20));
+  assert.ok(slow >= 15, `ticks past the first 32 wait on 1-ms timers (${slow.toFixed(1)} ms for 20 of them)`);
+  assert.is(globalThis.setImmediate, real, 'restored after the wait');
+  await gentleWait(async () => { await gentleWait(() => poll(3)); assert.ok(globalThis.setImmediate !== real, 'still replaced in the outer wait'); });
+  assert.is(globalThis.setImmediate, real, 'restored after nested waits');
+  await assertThrows(() => gentleWait(async () => { throw new Error('boom'); }), /boom/);
+  assert.is(globalThis.setImmediate, real, 'restored after a failed wait');
 });
 
 s('a GPU validation error becomes an Error naming the op', async () => {
