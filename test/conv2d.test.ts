@@ -15,6 +15,7 @@ import { Conv2dOptions, conv2d, conv2dGeometry, slice, torchPad } from '../engin
 import { bandOf, planBands } from '../engine/ops/conv2d-bands.js';
 import { winogradApplies } from '../engine/ops/conv2d-winograd.js';
 import { pointwiseApplies, pointwiseOverride } from '../engine/ops/conv2d-pointwise.js';
+import { im2colApplies, im2colOverride } from '../engine/ops/conv2d-im2col.js';
 import { kernelFamilyOverride } from '../engine/kernel-family.js';
 import { DType } from '../engine/dtype.js';
 import { assertClose, assertThrows, dot, finiteDiff, randArray, testDevice } from './helpers.js';
@@ -388,6 +389,51 @@ s('1×1 convolutions as products (software adapters) give the direct kernels\' b
       assert.equal(chunked, routed, `chunked ${what}`);
     }
     if (software) assert.ok(c.dtype === 'f32' || !c.bias ? pointwiseApplies('fwd', geo, dev, c.dtype, c.bias) : !pointwiseApplies('fwd', geo, dev, c.dtype, c.bias), `route of ${what}`);
+  }
+});
+
+s('im2col route (software adapters) gives the direct kernels\' bits: fwd and dw; stride, dilation, asymmetric padding, f16 with bias, sample chunks', async () => {
+  const f32 = (d: ArrayLike<number>) => Array.from(new Uint32Array(Float32Array.from(d).buffer));
+  const cases: { x: number[]; w: number[]; bias: boolean; dtype: DType; opts: Conv2dOptions }[] = [
+    { x: [3, 5, 9, 8], w: [7, 5, 3, 3], bias: true, dtype: 'f32', opts: { stride: 2, padding: 1 } },
+    { x: [2, 4, 10, 11], w: [6, 4, 3, 2], bias: false, dtype: 'f32', opts: { dilation: [2, 1], padding: [2, 1] } },
+    { x: [2, 3, 7, 7], w: [5, 3, 3, 3], bias: true, dtype: 'f32', opts: { stride: [1, 2], padding: [0, 2, 1, 0] } },
+    { x: [4, 6, 3, 3], w: [9, 6, 1, 1], bias: true, dtype: 'f32', opts: {} }, // a small 1×1 map
+  ];
+  if (dev.hasF16) cases.push({ x: [2, 8, 6, 6], w: [8, 8, 3, 3], bias: true, dtype: 'f16', opts: { stride: 2, padding: 1 } }, { x: [2, 8, 5, 5], w: [4, 8, 1, 1], bias: true, dtype: 'f16', opts: {} });
+  let seed = 1000;
+  for (const c of cases) {
+    const geo = conv2dGeometry(c.x, c.w, c.opts, 'test');
+    if (kernelFamilyOverride.family === undefined && dev.adapterName.match(/llvmpipe|lavapipe/)) {
+      assert.ok(im2colApplies('fwd', geo, dev, c.dtype) && im2colApplies('dw', geo, dev, c.dtype), `route of [${c.x}] * [${c.w}]`);
+    }
+    const round = (v: Float64Array) => (c.dtype === 'f16' ? v.map(roundToF16) : v);
+    const xv = round(randArray(sizeOf(c.x), seed++)), wv = round(randArray(sizeOf(c.w), seed++)), bv = round(randArray(c.w[0], seed++));
+    const run = async (maxBinding?: number) => {
+      const saved = dev.maxBindingBytes;
+      if (maxBinding) dev.maxBindingBytes = maxBinding;
+      try {
+        const x = tensor(xv, c.x, c.dtype), w = tensor(wv, c.w, c.dtype).requireGrad();
+        const y = conv2d(x, w, c.bias ? tensor(bv, [c.w[0]], c.dtype) : null, c.opts);
+        backward(y, { grad: tensor(round(randArray(y.size, 77)), [...y.shape], c.dtype) });
+        return [f32(await y.data()), f32(await w.grad!.data())];
+      } finally {
+        dev.maxBindingBytes = saved;
+      }
+    };
+    const routed = await run();
+    let direct: number[][];
+    try { im2colOverride.enabled = false; direct = await run(); } finally { delete im2colOverride.enabled; }
+    const what = `[${c.x}] * [${c.w}] ${c.dtype}${c.bias ? ' bias' : ''} ${JSON.stringify(c.opts)}`;
+    assert.equal(routed[0], direct[0], `forward ${what}`);
+    assert.equal(routed[1], direct[1], `dw ${what}`);
+    // A binding limit under two samples' columns: the forward runs in chunks of samples.
+    const K = c.w[1] * c.w[2] * c.w[3], P = geo.OH * geo.OW;
+    const limit = Math.max(K * P, c.w[0] * K, c.x[1] * c.x[2] * c.x[3]) * 4 + dev.limits.minStorageBufferOffsetAlignment + 8;
+    if (2 * K * P * 4 > limit - dev.limits.minStorageBufferOffsetAlignment - 4) {
+      const chunked = await run(limit);
+      assert.equal(chunked[0], routed[0], `chunked forward ${what}`);
+    }
   }
 });
 
