@@ -8,7 +8,7 @@
 import { DType } from '../engine/dtype.js';
 import { MAIN_1D, ParamLayout, declareBindings, f16Enable } from './common.js';
 
-export type Im2colLayout = 'cols' | 'colsT';
+export type Im2colLayout = 'cols' | 'cols4' | 'colsT';
 
 export const im2colLayout = new ParamLayout([
   { name: 'total', type: 'u32' }, // invocations
@@ -43,6 +43,38 @@ ${MAIN_1D(WG)}
   let HW = P.H * P.W; let OHW = P.OH * P.OW; let KK = P.KH * P.KW;`;
   // Reads x[s, ci, iy, ix] or 0 outside the image (index 0 of the window is always valid).
   const tap = (iy: string, ix: string, base: string) => `select(0.0, f32(x[select(0u, ${base} + u32(${iy}) * P.W + u32(${ix}), ok)]), ok)`;
+  if (layout === 'cols4') {
+    // OW a multiple of 4: four taps of a row per vec4 store (lavapipe stores lane by lane, so a
+    // vec4 is one store where four scalars are four).
+    return `${f16Enable(dtype)}${declareBindings([{ name: 'x', type: dtype }], [{ name: 'dst', type: 'vec4<f32>' }], im2colLayout)}
+${MAIN_1D(WG)}
+  let e = gid * ${WG}u + lid;
+  if (e >= P.total) { return; }
+  let HW = P.H * P.W; let OHW = P.OH * P.OW; let KK = P.KH * P.KW;
+  let s = e % P.S;
+  let k = e / P.S;
+  let ci = k / KK; let r = k % KK;
+  let ky = r / P.KW; let kx = r % P.KW;
+  let base = P.off + (s * P.C + ci) * HW;
+  let iy0 = i32(ky * P.DH) - P.PT; let ix0 = i32(kx * P.DW) - P.PL;
+  var d = (k * P.S + s) * OHW / 4u;
+  for (var oy = 0u; oy < P.OH; oy++) {
+    let iy = iy0 + i32(oy * P.SH);
+    let oky = iy >= 0 && iy < i32(P.H);
+    for (var ox = 0u; ox < P.OW; ox += 4u) {
+      var v = vec4<f32>(0.0);
+      for (var c = 0u; c < 4u; c++) {
+        let ix = ix0 + i32((ox + c) * P.SW);
+        let ok = oky && ix >= 0 && ix < i32(P.W);
+        v[c] = ${tap('iy', 'ix', 'base')};
+      }
+      dst[d] = v;
+      d++;
+    }
+  }
+}
+`;
+  }
   if (layout === 'cols') {
     return `${head}
   let s = e % P.S;

@@ -69,7 +69,7 @@ s('the pool reuses freed buffers and the statistics track them', async () => {
   b.dispose();
 });
 
-s('gentleWait: short waits keep setImmediate, long ones move to timers; nesting and errors restore it', async () => {
+s('gentleWait: ticks nap, then move to 1-ms timers; nesting and errors restore setImmediate', async () => {
   const real = globalThis.setImmediate;
   let inside: typeof setImmediate | null = null;
   // A wait that polls like Dawn's binding: one setImmediate tick after another until done.
@@ -79,11 +79,11 @@ s('gentleWait: short waits keep setImmediate, long ones move to timers; nesting 
     const tick = () => { inside = globalThis.setImmediate; if (++n >= ticks) resolve(performance.now() - t0); else globalThis.setImmediate(tick); };
     globalThis.setImmediate(tick);
   });
-  const quick = await gentleWait(() => poll(10));
+  const quick = await gentleWait(() => poll(5));
   assert.ok(inside !== real, 'setImmediate is replaced during the wait');
-  assert.ok(quick < 20, `10 ticks stay on setImmediate (${quick.toFixed(1)} ms)`);
-  const slow = await gentleWait(() => poll(32 + 20));
-  assert.ok(slow >= 15, `ticks past the first 32 wait on 1-ms timers (${slow.toFixed(1)} ms for 20 of them)`);
+  assert.ok(quick >= 0.8 && quick < 20, `5 ticks nap 0.2 ms each (${quick.toFixed(2)} ms)`);
+  const slow = await gentleWait(() => poll(80));
+  assert.ok(slow >= 30, `ticks after the first 5 ms wait on 1-ms timers (${slow.toFixed(1)} ms for 80)`);
   assert.is(globalThis.setImmediate, real, 'restored after the wait');
   await gentleWait(async () => { await gentleWait(() => poll(3)); assert.ok(globalThis.setImmediate !== real, 'still replaced in the outer wait'); });
   assert.is(globalThis.setImmediate, real, 'restored after nested waits');

@@ -61,7 +61,7 @@ function im2col(layout: Im2colLayout, x: Tensor, geo: Conv2dGeometry, s0: number
   const { C, H, W, KH, KW, OH, OW } = geo;
   const per = C * H * W;
   const win = bindingWindow({ elementBytes: bytesOf(x.dtype), bufferBytes: x.buffer(label).size }, s0 * per, n * per, dev.limits.minStorageBufferOffsetAlignment);
-  const total = layout === 'cols' ? C * KH * KW * n : n * OH * OW * C;
+  const total = layout === 'colsT' ? n * OH * OW * C : C * KH * KW * n;
   dev.dispatch({
     label: `${label} (im2col)`,
     key: im2colKey(layout, x.dtype),
@@ -98,7 +98,7 @@ export function runIm2colForward(geo: Conv2dGeometry, inputs: (Tensor | null)[],
       const cols = new Tensor(out.device, [K, n * P], 'f32');
       const Y = new Tensor(out.device, [CO, n * P], 'f32');
       temps.push(cols, Y);
-      im2col('cols', x, geo, s0, n, cols, label);
+      im2col(OW % 4 === 0 ? 'cols4' : 'cols', x, geo, s0, n, cols, label);
       matmulInto(wm, cols, Y, {}, label);
       // out[s, co, p] = Y[co, (s, p)] (+ bias[co]): the only rounding to the output dtype.
       const read = [{ t: Y, strides: [P, n * P, 1] }, ...(bias ? [{ t: bias, strides: [0, 1, 0] }] : [])];
