@@ -114,16 +114,22 @@ async function checkForward(c: Case, seed: number): Promise<void> {
 const dims = (lead: number[], Lq: number, Lk: number, D: number, Dv = D): Dims => ({ lead, Lq, Lk, D, Dv });
 
 /**
- * Registers a test twice: with the tiled kernels (kernels/attention.ts) forced, and with the
+ * Registers a test four times: with the tiled kernels (kernels/attention.ts) forced; with the
  * kernels the adapter picks (on a software adapter, heads up to 64 take the one-thread-per-row
- * kernels of kernels/attention-rows.ts), so both families are checked on any device.
+ * kernels of kernels/attention-rows.ts); with the products form (engine/ops/attention-products.ts)
+ * wherever it can run (f32 without a mask; the kernels elsewhere); and as chosen, so every form is
+ * checked on any device.
  */
 function both(name: string, fn: () => Promise<void>): void {
-  for (const [tag, rows] of [['tiled', false], ['as chosen', undefined]] as const) {
+  const forms: [string, { rows?: boolean; products?: boolean }][] = [
+    ['tiled', { rows: false }], ['kernels as chosen', { products: false }], ['products', { products: true }], ['as chosen', {}],
+  ];
+  for (const [tag, tuning] of forms) {
     s(`${name} [${tag}]`, async () => {
-      const saved = E.attentionTuning.rows;
-      E.attentionTuning.rows = rows;
-      try { await fn(); } finally { E.attentionTuning.rows = saved; }
+      const saved = { rows: E.attentionTuning.rows, products: E.attentionTuning.products };
+      E.attentionTuning.rows = tuning.rows;
+      E.attentionTuning.products = tuning.products;
+      try { await fn(); } finally { E.attentionTuning.rows = saved.rows; E.attentionTuning.products = saved.products; }
     });
   }
 }
@@ -256,6 +262,47 @@ both('batch independence: one sample alone and inside a batch give identical bit
     assert.ok(a.length === b.length && a.every((x, j) => Object.is(x, b[j])), `output ${i} differs alone vs in the batch`);
   });
   mt.dispose();
+});
+
+both('batch independence without a mask (the products form where it applies): alone and in a batch, same bits', async () => {
+  const d = dims([3, 2], 20, 24, 16);
+  const { Q, K, V } = inputs(d, 520);
+  const G = randTensor([3, 2, 20, 16], 523);
+  const run = async (q: Tensor, k: Tensor, v: Tensor, g: Tensor) => {
+    for (const t of [q, k, v]) t.requireGrad();
+    const y = E.attention(q, k, v);
+    E.backward(y, { grad: g });
+    const r = await Promise.all([y, q.grad!, k.grad!, v.grad!].map((t) => t.data()));
+    y.dispose();
+    return r;
+  };
+  const all = await run(Q.t, K.t, V.t, G.t);
+  const one = (t: Tensor) => E.noGrad(() => E.slice(t, [1], [2]));
+  const alone = await run(one(Q.t), one(K.t), one(V.t), one(G.t));
+  const per = [20 * 2 * 16, 20 * 2 * 16, 24 * 2 * 16, 24 * 2 * 16];
+  alone.forEach((a, i) => {
+    const b = all[i].subarray(per[i], 2 * per[i]);
+    assert.ok(a.length === b.length && a.every((x, j) => Object.is(x, b[j])), `output ${i} differs alone vs in the batch`);
+  });
+});
+
+s('products form in chunks of heads (lowered binding limit): same bits as one chunk, and correct', async () => {
+  const saved = { products: E.attentionTuning.products, limit: dev.maxBindingBytes };
+  E.attentionTuning.products = true;
+  try {
+    const c: Case = { d: dims([2, 3], 16, 20, 8), what: 'products in chunks' };
+    const { Q, K, V } = inputs(c.d, 900);
+    const whole = await E.attention(Q.t, K.t, V.t).data();
+    // One head's scores are 16·20·4 = 1280 bytes: three heads per chunk under 4096.
+    dev.maxBindingBytes = 4096;
+    const chunked = await E.attention(Q.t, K.t, V.t).data();
+    assert.ok(whole.every((x, j) => Object.is(x, chunked[j])), 'chunked products differ from one chunk');
+    await checkBackward(c, 900);
+    for (const t of [Q.t, K.t, V.t]) t.dispose();
+  } finally {
+    E.attentionTuning.products = saved.products;
+    dev.maxBindingBytes = saved.limit;
+  }
 });
 
 both('a problem whose score matrix exceeds the binding limit runs, chunked by head, and is correct', async () => {

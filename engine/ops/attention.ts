@@ -20,6 +20,7 @@ import {
   ATTN_STATS_WG, AttnKernel, attentionTiles, attnBindings, attnKey, attnLayout, attnStatsKey, attnStatsWGSL, attnWGSL,
 } from '../../kernels/attention.js';
 import { ROWS_DMAX, ROWS_WG, attnRowsKey, attnRowsWGSL } from '../../kernels/attention-rows.js';
+import { attentionProducts, attentionProductsApply } from './attention-products.js';
 import { cast } from './elementwise.js';
 import { expand } from './movement.js';
 
@@ -118,11 +119,12 @@ function isSoftwareAdapter(dev: Device): boolean {
 /**
  * Overrides for tests and benchmarks: `software` picks the tile configuration family (so the GPU
  * tiles can be exercised on lavapipe), `unroll` the loop form, `rows` the one-thread-per-row
- * kernels (kernels/attention-rows.ts; heads up to ROWS_DMAX). Undefined: chosen from the adapter
+ * kernels (kernels/attention-rows.ts; heads up to ROWS_DMAX), `products` the matmul + softmax form
+ * (engine/ops/attention-products.ts; f32 without a mask). Undefined: chosen from the adapter
  * and the head sizes (rows: on a software adapter for heads up to ROWS_DMAX), never from the
  * batch, so a head gives the same bits in any batch.
  */
-export const attentionTuning: { software?: boolean; unroll?: boolean; rows?: boolean } = {};
+export const attentionTuning: { software?: boolean; unroll?: boolean; rows?: boolean; products?: boolean } = {};
 
 function useRows(p: Problem, software: boolean): boolean {
   const fits = Math.max(p.D, p.Dv) <= ROWS_DMAX;
@@ -245,6 +247,13 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
   const qf = full(q, Lq, D), kf = full(k, Lk, D), vf = full(v, Lk, Dv);
   const scale = opts.scale ?? 1 / Math.sqrt(D);
   const N = sizeOf(lead);
+  // Forcing a kernel (attentionTuning.rows) means the kernels, not the products.
+  const forceProducts = attentionTuning.products ?? (attentionTuning.rows === undefined ? undefined : false);
+  if (attentionProductsApply(q.device, q.dtype, !!opts.mask, Lq, Lk, D, Dv, ROWS_DMAX, forceProducts)) {
+    const out = attentionProducts(qf, kf, vf, lead, scale);
+    for (const t of temps) t.dispose();
+    return out;
+  }
   const mask = opts.mask ? maskLayout(label, opts.mask, lead, Lq, Lk) : null;
   if (mask?.owned) temps.push(mask.owned);
   const p: Problem = { label, dev: q.device, dtype: q.dtype, N, Lq, Lk, D, Dv, scale, mask: mask?.layout ?? null };
