@@ -3,7 +3,6 @@
 // TF.js is a devDependency: when it is missing the benchmark still runs and says why the
 // baseline column is empty.
 
-import { gentleWait } from '../engine/node-wait.js';
 import { createRequire, register } from 'node:module';
 import { dirname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -90,8 +89,8 @@ export async function setupTfjs(dev: Device): Promise<Tfjs | string> {
     sync: async () => {
       backend.endComputePassEncoder();
       if ((backend as unknown as { commandEncoder: GPUCommandEncoder | null }).commandEncoder) backend.submitQueue();
-      // The same wait as ours (engine/node-wait.ts: no busy polling), so both sides get both cores.
-      await gentleWait(() => dev.gpu.queue.onSubmittedWorkDone());
+      // The same wait as ours (on a software adapter engine/node-wait.ts: no busy polling).
+      await dev.waitFor(() => dev.gpu.queue.onSubmittedWorkDone());
       dev.checkErrors('TF.js baseline'); // GPU errors from TF.js reach the device's error listener too
     },
   };

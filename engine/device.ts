@@ -81,7 +81,8 @@ export class Device {
    * (fromAdapter). A host's device (fromGPUDevice) outlives the engine's use of it.
    */
   private readonly ownsGPU: boolean;
-  private readonly waitFor: <T>(work: () => Promise<T>) => Promise<T>;
+  /** Runs `work`, which awaits a GPU promise, the way this device waits (DeviceOptions.waitFor). */
+  readonly waitFor: <T>(work: () => Promise<T>) => Promise<T>;
 
   private constructor(readonly gpu: GPUDevice, opts: DeviceOptions, owns: boolean) {
     this.ownsGPU = owns;

@@ -84,6 +84,9 @@ export async function requestNodeAdapter(choice = process.env.DDPO_ADAPTER ?? 'a
 export async function createNodeDevice(opts: NodeDeviceOptions = {}): Promise<Device> {
   process.env.XDG_RUNTIME_DIR ??= '/tmp'; // quiets Mesa's warnings
   const adapter = await requestNodeAdapter(opts.adapter);
-  // Waits without Dawn's busy polling (engine/node-wait.ts) unless the caller brings its own.
-  return Device.fromAdapter(adapter, { waitFor: gentleWait, ...opts, adapterName: adapterDescription(adapter) });
+  // On a software adapter, waits without Dawn's busy polling (engine/node-wait.ts), which takes a
+  // core from the adapter's own threads; a GPU keeps the exact, busy wait (its latency matters
+  // more than one core). A caller's own waitFor wins.
+  const waitFor = isSoftwareAdapter(adapter) ? gentleWait : undefined;
+  return Device.fromAdapter(adapter, { ...(waitFor ? { waitFor } : {}), ...opts, adapterName: adapterDescription(adapter) });
 }
