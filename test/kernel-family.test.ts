@@ -7,7 +7,7 @@
 
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { backward } from '../engine/autograd.js';
+import { backward, noGrad } from '../engine/autograd.js';
 import { DType } from '../engine/dtype.js';
 import { KernelFamily, convBlockColumns, kernelFamily, kernelFamilyOverride, softwareSubgroupSize } from '../engine/kernel-family.js';
 import { Tensor } from '../engine/tensor.js';
@@ -178,21 +178,33 @@ s('matmul: both families give the same bits (transposes, broadcast batch, size-1
   }
 });
 
-s('batch independence under each family: a sample alone equals the same sample in a batch (conv2d, matmul)', async () => {
+s('batch independence under each family: a sample alone equals the same sample in a batch (conv2d by every route, forward and dx; matmul)', async () => {
   for (const family of FAMILIES) {
     await under(family, async () => {
-      const x = randTensor([5, 6, 7, 7], 41).t, w = randTensor([9, 6, 3, 3], 42).t, bias = randTensor([9], 43).t;
-      const whole = conv2d(x, w, bias, { padding: 1 });
-      const one = slice(x, [3, 0, 0, 0], [4, 6, 7, 7]);
-      const alone = conv2d(one, w, bias, { padding: 1 });
-      const part = slice(whole, [3, 0, 0, 0], [4, 9, 7, 7]);
-      assert.equal(await bits(alone), await bits(part), `${family}: conv2d`);
+      // Every software route: Winograd (3×3 s1), im2col (stride 2), 1×1 as products (8×8 map)
+      // and 1×1 on a small map (im2col), forward and input gradient.
+      const convs: [number, number, number, Conv2dOptions][] = [[3, 7, 7, { padding: 1 }], [3, 7, 7, { stride: 2, padding: 1 }], [1, 8, 8, {}], [1, 3, 3, {}]];
+      for (const [kk, H, W, opts] of convs) {
+        const x = randTensor([5, 6, H, W], 41).t, w = randTensor([9, 6, kk, kk], 42).t, bias = randTensor([9], 43).t;
+        x.requiresGrad = true;
+        const whole = conv2d(x, w, bias, opts);
+        const g = randTensor([...whole.shape], 46).t;
+        backward(whole, { grad: g });
+        const one = noGrad(() => slice(x, [3, 0, 0, 0], [4, 6, H, W])).requireGrad();
+        const alone = conv2d(one, w, bias, opts);
+        const OH = whole.shape[2], OW = whole.shape[3];
+        backward(alone, { grad: slice(g, [3, 0, 0, 0], [4, 9, OH, OW]) });
+        const what = `${family}: conv2d ${kk}×${kk} ${H}×${W} ${JSON.stringify(opts)}`;
+        assert.equal(await bits(alone), await bits(slice(whole, [3, 0, 0, 0], [4, 9, OH, OW])), `${what} forward`);
+        assert.equal(await bits(one.grad!), await bits(slice(x.grad!, [3, 0, 0, 0], [4, 6, H, W])), `${what} dx`);
+        for (const t of [x, w, bias, whole, g, one, alone]) t.dispose();
+      }
       const a = randTensor([6, 11, 23], 44).t, b = randTensor([23, 19], 45).t;
       const prod = matmul(a, b);
       const a1 = slice(a, [4, 0, 0], [5, 11, 23]);
       const p1 = matmul(a1, b);
       assert.equal(await bits(p1), await bits(slice(prod, [4, 0, 0], [5, 11, 19])), `${family}: matmul`);
-      for (const t of [x, w, bias, whole, one, alone, part, a, b, prod, a1, p1]) t.dispose();
+      for (const t of [a, b, prod, a1, p1]) t.dispose();
     });
   }
 });
