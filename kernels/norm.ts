@@ -85,25 +85,46 @@ const rowsOf = (T: number) => `  let tl = lid % ${T}u;
   let rowc = select(0u, row, live);`;
 const TREE = treeOf(NORM_WG);
 
-const AFFINE = `fn wAt(row: u32, j: u32) -> f32 {
+// The affine parameters of channel c of a row whose group's first channel is wb (wbOf). The
+// channel of element j is j / S; the loops keep it incrementally (chanLoop) instead of dividing
+// per element: a division by a uniform is eight scalar divisions per lane-vector on lavapipe,
+// and took a third of the SD-size group norm's time.
+const W_AT = `fn wAt(wb: u32, c: u32) -> f32 {
   if (P.hasw == 0u) { return 1.0; }
-  return f32(w[((P.row0 + row) % P.groups) * P.cpg + j / P.S]);
-}
-fn bAt(row: u32, j: u32) -> f32 {
-  if (P.hasb == 0u) { return 0.0; }
-  return f32(b[((P.row0 + row) % P.groups) * P.cpg + j / P.S]);
+  return f32(w[wb + c]);
 }`;
+const AFFINE = `${W_AT}
+fn bAt(wb: u32, c: u32) -> f32 {
+  if (P.hasb == 0u) { return 0.0; }
+  return f32(b[wb + c]);
+}`;
+/** The index of the first affine parameter of a row's group. */
+const wbOf = (row: string) => `((P.row0 + ${row}) % P.groups) * P.cpg`;
+
+/**
+ * for (j = tl; j < len; j += T) { body } with c = j / S kept exact without a division per step:
+ * j = c·S + r, 0 ≤ r < S, and T = qT·S + rT, so each step adds qT to c and rT to r and carries once.
+ */
+const chanLoop = (T: string, body: string) => `  {
+  var c = tl / P.S; var r = tl % P.S;
+  let qT = ${T} / P.S; let rT = ${T} % P.S;
+  for (var j = tl; j < len; j += ${T}) {
+${body}
+    r += rT; c += qT;
+    if (r >= P.S) { r -= P.S; c += 1u; }
+  }
+  }`;
 
 /** The forward's output expression from the pre-activation `yv`. */
 const actOut = (act: NormAct, yv: string) => (act === 'silu' ? `${yv} * sigmoid_f(${yv})` : yv);
 
 /** dL/dy (y = x̂·w + b, before the activation) from the incoming gradient `gv`; xh is x̂. */
-const G_ACT = `fn gPre(row: u32, j: u32, xh: f32, gv: f32) -> f32 {
-  let yv = xh * wAt(row, j) + bAt(row, j);
+const G_ACT = `fn gPre(wb: u32, c: u32, xh: f32, gv: f32) -> f32 {
+  let yv = xh * wAt(wb, c) + bAt(wb, c);
   let s = sigmoid_f(yv);
   return gv * s * (1.0 + yv * (1.0 - s));
 }`;
-const gPre = (act: NormAct, gv: string) => (act === 'silu' ? `gPre(row, j, xh, ${gv})` : gv);
+const gPre = (act: NormAct, gv: string) => (act === 'silu' ? `gPre(wb, c, xh, ${gv})` : gv);
 
 export function normWGSL(v: NormVariant, xType: DType, gType: DType, T = NORM_WG, act: NormAct = 'none'): string {
   const STEP = `${T}u`;
@@ -121,6 +142,7 @@ ${rowsOf(T)}
   let len = select(0u, P.len, live);
   let xb = ${off(SLOT.x)} + rowc * P.len;
   let yb = ${off(SLOT.out)} + rowc * P.len;
+  let wb = ${wbOf('rowc')};
   let n = f32(P.len);
   var s1 = 0.0;
   for (var j = tl; j < len; j += ${STEP}) { s1 += f32(x[xb + j]); }
@@ -137,18 +159,16 @@ ${treeOf(T)}
   }
   red[lid] = vec2<f32>(d1, d2);
 ${treeOf(T)}
-  let c = red[sb].x / n;
-  let rs = inverseSqrt(max(red[sb].y / n - c * c, 0.0) + P.eps);
+  let cm = red[sb].x / n;
+  let rs = inverseSqrt(max(red[sb].y / n - cm * cm, 0.0) + P.eps);
   if (tl == 0u && live) {
-    mean[${off(SLOT.mean)} + row] = m0 + c;
+    mean[${off(SLOT.mean)} + row] = m0 + cm;
     rstd[${off(SLOT.rstd)} + row] = rs;
   }
-  for (var j = tl; j < len; j += ${STEP}) {
-    // (x − m0) − c rather than x − (m0 + c): m0 + c would round to f32 at the mean's scale.
-    let xh = ((f32(x[xb + j]) - m0) - c) * rs;
-    let yv = xh * wAt(row, j) + bAt(row, j);
-    y[yb + j] = ${xType}(${actOut(act, 'yv')});
-  }
+${chanLoop(STEP, `    // (x − m0) − cm rather than x − (m0 + cm): m0 + cm would round to f32 at the mean's scale.
+    let xh = ((f32(x[xb + j]) - m0) - cm) * rs;
+    let yv = xh * wAt(wb, c) + bAt(wb, c);
+    y[yb + j] = ${xType}(${actOut(act, 'yv')});`)}
 }
 `;
   }
@@ -158,37 +178,31 @@ ${declareBindings(
       [{ name: 'x', type: xType }, { name: 'g', type: gType }, { name: 'w', type: xType }, ...(act === 'none' ? [] : [{ name: 'b', type: xType }]), { name: 'mean', type: 'f32' }, { name: 'rstd', type: 'f32' }],
       [{ name: 'dx', type: gType }], normLayout)}
 var<workgroup> red: array<vec2<f32>, ${NORM_WG}>;
-${act === 'none' ? `fn wAt(row: u32, j: u32) -> f32 {
-  if (P.hasw == 0u) { return 1.0; }
-  return f32(w[((P.row0 + row) % P.groups) * P.cpg + j / P.S]);
-}` : `${AFFINE}\n${helpers}`}
+${act === 'none' ? W_AT : `${AFFINE}\n${helpers}`}
 ${MAIN_1D(NORM_WG)}
 ${rowsOf(T)}
   let len = select(0u, P.len, live);
   let xb = ${off(SLOT.x)} + rowc * P.len;
   let gb = ${off(SLOT.g)} + rowc * P.len;
   let ob = ${off(SLOT.out)} + rowc * P.len;
+  let wb = ${wbOf('rowc')};
   let m = mean[${off(SLOT.mean)} + rowc];
   let rs = rstd[${off(SLOT.rstd)} + rowc];
   var a = 0.0;
   var bb = 0.0;
-  for (var j = tl; j < len; j += ${STEP}) {
-    let xh = (f32(x[xb + j]) - m) * rs;
-    let wg = ${gPre(act, 'f32(g[gb + j])')} * wAt(row, j);
+${chanLoop(STEP, `    let xh = (f32(x[xb + j]) - m) * rs;
+    let wg = ${gPre(act, 'f32(g[gb + j])')} * wAt(wb, c);
     a += wg;
-    bb += wg * xh;
-  }
+    bb += wg * xh;`)}
   red[lid] = vec2<f32>(a, bb);
 ${treeOf(T)}
   let n = f32(P.len);
   let ma = red[sb].x / n;
   let mb = red[sb].y / n;
   // dx = rstd·(w·g − mean(w·g) − x̂·mean(w·g·x̂)), the means over the row.
-  for (var j = tl; j < len; j += ${STEP}) {
-    let xh = (f32(x[xb + j]) - m) * rs;
-    let wg = ${gPre(act, 'f32(g[gb + j])')} * wAt(row, j);
-    dx[ob + j] = ${gType}(rs * (wg - ma - xh * mb));
-  }
+${chanLoop(STEP, `    let xh = (f32(x[xb + j]) - m) * rs;
+    let wg = ${gPre(act, 'f32(g[gb + j])')} * wAt(wb, c);
+    dx[ob + j] = ${gType}(rs * (wg - ma - xh * mb));`)}
 }
 `;
   }
@@ -199,15 +213,16 @@ ${declareBindings(
 ${act === 'none' ? '' : `${AFFINE}\n${helpers}`}`;
   // Output o = row·cpg + c sums over the S elements of channel c in that row.
   const setup = `  let row = o / P.cpg;
-  let base = row * P.len + (o % P.cpg) * P.S;
+  let c = o % P.cpg;
+  let wb = ${wbOf('row')};
+  let base = row * P.len + c * P.S;
   let m = mean[${off(SLOT.mean)} + row];
   let rs = rstd[${off(SLOT.rstd)} + row];`;
-  // With an activation, j is the element's index within its row (its channel is j / S).
+  // Every term of output o is in channel c of its row.
   const term = act === 'none'
     ? `let gv = f32(g[${off(SLOT.g)} + base + s]);
     acc += vec2<f32>(gv * (f32(x[${off(SLOT.x)} + base + s]) - m) * rs, gv);`
     : `let xh = (f32(x[${off(SLOT.x)} + base + s]) - m) * rs;
-    let j = (o % P.cpg) * P.S + s;
     let gv = ${gPre(act, `f32(g[${off(SLOT.g)} + base + s])`)};
     acc += vec2<f32>(gv * xh, gv);`;
   const store = `pw[${off(SLOT.pw)} + o] = r.x;
