@@ -34,48 +34,37 @@ export const IM2COL_WG = WG;
 
 export const im2colKey = (layout: Im2colLayout, dtype: DType) => `im2col:${layout}:${dtype}`;
 
-/** x (dtype) → the matrix (f32). */
+/**
+ * Two nested loops writing consecutive elements of dst from d on: the outer one over rows of taps
+ * (iy = iy0 + a·sa), the inner one over columns (ix = ix0 + b·sb), V taps per store (V = 4: one
+ * vec4 store where lavapipe would make four, as it stores lane by lane).
+ */
+function walk(a: string, aN: string, sa: string, b: string, bN: string, sb: string, V: 1 | 4): string {
+  const tap = (c: number) => `select(0.0, f32(x[select(0u, base + u32(iy) * P.W + u32(tx${c}), tok${c})]), tok${c})`;
+  const taps = Array.from({ length: V }, (_, c) => `      let tx${c} = ix0 + i32((${b}${c ? ` + ${c}u` : ''}) * ${sb});
+      let tok${c} = oky && tx${c} >= 0 && tx${c} < i32(P.W);`).join('\n');
+  const value = V === 1 ? tap(0) : `vec4<f32>(${Array.from({ length: V }, (_, c) => tap(c)).join(', ')})`;
+  return `  for (var ${a} = 0u; ${a} < ${aN}; ${a}++) {
+    let iy = iy0 + i32(${a} * ${sa});
+    let oky = iy >= 0 && iy < i32(P.H);
+    for (var ${b} = 0u; ${b} < ${bN}; ${b} += ${V}u) {
+${taps}
+      dst[d] = ${value};
+      d++;
+    }
+  }`;
+}
+
+/** x (dtype) → the matrix (f32). 'cols4' needs OW a multiple of 4. */
 export function im2colWGSL(layout: Im2colLayout, dtype: DType): string {
-  const head = `${f16Enable(dtype)}${declareBindings([{ name: 'x', type: dtype }], [{ name: 'dst', type: 'f32' }], im2colLayout)}
+  const V = layout === 'cols4' ? 4 : 1;
+  const head = `${f16Enable(dtype)}${declareBindings([{ name: 'x', type: dtype }], [{ name: 'dst', type: V === 4 ? 'vec4<f32>' : 'f32' }], im2colLayout)}
 ${MAIN_1D(WG)}
   let e = gid * ${WG}u + lid;
   if (e >= P.total) { return; }
   let HW = P.H * P.W; let OHW = P.OH * P.OW; let KK = P.KH * P.KW;`;
   // Reads x[s, ci, iy, ix] or 0 outside the image (index 0 of the window is always valid).
-  const tap = (iy: string, ix: string, base: string) => `select(0.0, f32(x[select(0u, ${base} + u32(${iy}) * P.W + u32(${ix}), ok)]), ok)`;
-  if (layout === 'cols4') {
-    // OW a multiple of 4: four taps of a row per vec4 store (lavapipe stores lane by lane, so a
-    // vec4 is one store where four scalars are four).
-    return `${f16Enable(dtype)}${declareBindings([{ name: 'x', type: dtype }], [{ name: 'dst', type: 'vec4<f32>' }], im2colLayout)}
-${MAIN_1D(WG)}
-  let e = gid * ${WG}u + lid;
-  if (e >= P.total) { return; }
-  let HW = P.H * P.W; let OHW = P.OH * P.OW; let KK = P.KH * P.KW;
-  let s = e % P.S;
-  let k = e / P.S;
-  let ci = k / KK; let r = k % KK;
-  let ky = r / P.KW; let kx = r % P.KW;
-  let base = P.off + (s * P.C + ci) * HW;
-  let iy0 = i32(ky * P.DH) - P.PT; let ix0 = i32(kx * P.DW) - P.PL;
-  var d = (k * P.S + s) * OHW / 4u;
-  for (var oy = 0u; oy < P.OH; oy++) {
-    let iy = iy0 + i32(oy * P.SH);
-    let oky = iy >= 0 && iy < i32(P.H);
-    for (var ox = 0u; ox < P.OW; ox += 4u) {
-      var v = vec4<f32>(0.0);
-      for (var c = 0u; c < 4u; c++) {
-        let ix = ix0 + i32((ox + c) * P.SW);
-        let ok = oky && ix >= 0 && ix < i32(P.W);
-        v[c] = ${tap('iy', 'ix', 'base')};
-      }
-      dst[d] = v;
-      d++;
-    }
-  }
-}
-`;
-  }
-  if (layout === 'cols') {
+  if (layout !== 'colsT') {
     return `${head}
   let s = e % P.S;
   let k = e / P.S;
@@ -83,17 +72,8 @@ ${MAIN_1D(WG)}
   let ky = r / P.KW; let kx = r % P.KW;
   let base = P.off + (s * P.C + ci) * HW;
   let iy0 = i32(ky * P.DH) - P.PT; let ix0 = i32(kx * P.DW) - P.PL;
-  var d = (k * P.S + s) * OHW;
-  for (var oy = 0u; oy < P.OH; oy++) {
-    let iy = iy0 + i32(oy * P.SH);
-    let oky = iy >= 0 && iy < i32(P.H);
-    for (var ox = 0u; ox < P.OW; ox++) {
-      let ix = ix0 + i32(ox * P.SW);
-      let ok = oky && ix >= 0 && ix < i32(P.W);
-      dst[d] = ${tap('iy', 'ix', 'base')};
-      d++;
-    }
-  }
+  var d = (k * P.S + s) * OHW / ${V}u;
+${walk('oy', 'P.OH', 'P.SH', 'ox', 'P.OW', 'P.SW', V)}
 }
 `;
   }
@@ -105,16 +85,7 @@ ${MAIN_1D(WG)}
   let base = P.off + (s * P.C + ci) * HW;
   let iy0 = i32(oy * P.SH) - P.PT; let ix0 = i32(ox * P.SW) - P.PL;
   var d = ((s * P.OH + oy) * P.OW + ox) * P.C * KK + ci * KK;
-  for (var ky = 0u; ky < P.KH; ky++) {
-    let iy = iy0 + i32(ky * P.DH);
-    let oky = iy >= 0 && iy < i32(P.H);
-    for (var kx = 0u; kx < P.KW; kx++) {
-      let ix = ix0 + i32(kx * P.DW);
-      let ok = oky && ix >= 0 && ix < i32(P.W);
-      dst[d] = ${tap('iy', 'ix', 'base')};
-      d++;
-    }
-  }
+${walk('ky', 'P.KH', 'P.DH', 'kx', 'P.KW', 'P.DW', 1)}
 }
 `;
 }

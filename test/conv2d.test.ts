@@ -18,7 +18,7 @@ import { pointwiseApplies, pointwiseOverride } from '../engine/ops/conv2d-pointw
 import { im2colApplies, im2colOverride } from '../engine/ops/conv2d-im2col.js';
 import { kernelFamilyOverride } from '../engine/kernel-family.js';
 import { DType } from '../engine/dtype.js';
-import { assertClose, assertThrows, dot, finiteDiff, randArray, testDevice } from './helpers.js';
+import { assertClose, assertThrows, dot, finiteDiff, randArray, testDevice, withBindingLimit } from './helpers.js';
 
 const s = suite('conv2d');
 const dev = await testDevice();
@@ -365,18 +365,12 @@ s('1×1 convolutions as products (software adapters) give the direct kernels\' b
     const round = (v: Float64Array) => (c.dtype === 'f16' ? v.map(roundToF16) : v);
     const xv = round(randArray(sizeOf(c.x), seed++)), wv = round(randArray(c.co * c.x[1], seed++)), bv = round(randArray(c.co, seed++));
     const gv = round(randArray(c.x[0] * c.co * c.x[2] * c.x[3], seed++));
-    const run = async (maxBinding?: number) => {
-      const saved = dev.maxBindingBytes;
-      if (maxBinding) dev.maxBindingBytes = maxBinding;
-      try {
-        const x = tensor(xv, c.x, c.dtype).requireGrad(), w = tensor(wv, [c.co, c.x[1], 1, 1], c.dtype);
-        const y = conv2d(x, w, c.bias ? tensor(bv, [c.co], c.dtype) : null);
-        backward(y, { grad: tensor(gv, [...y.shape], c.dtype) });
-        return [f32(await y.data()), f32(await x.grad!.data())];
-      } finally {
-        dev.maxBindingBytes = saved;
-      }
-    };
+    const run = (maxBinding?: number) => withBindingLimit(dev, maxBinding, async () => {
+      const x = tensor(xv, c.x, c.dtype).requireGrad(), w = tensor(wv, [c.co, c.x[1], 1, 1], c.dtype);
+      const y = conv2d(x, w, c.bias ? tensor(bv, [c.co], c.dtype) : null);
+      backward(y, { grad: tensor(gv, [...y.shape], c.dtype) });
+      return [f32(await y.data()), f32(await x.grad!.data())];
+    });
     const routed = await run();
     let direct: number[][];
     try { pointwiseOverride.enabled = false; direct = await run(); } finally { delete pointwiseOverride.enabled; }
@@ -409,18 +403,12 @@ s('im2col route (software adapters) gives the direct kernels\' bits: fwd and dw;
     }
     const round = (v: Float64Array) => (c.dtype === 'f16' ? v.map(roundToF16) : v);
     const xv = round(randArray(sizeOf(c.x), seed++)), wv = round(randArray(sizeOf(c.w), seed++)), bv = round(randArray(c.w[0], seed++));
-    const run = async (maxBinding?: number) => {
-      const saved = dev.maxBindingBytes;
-      if (maxBinding) dev.maxBindingBytes = maxBinding;
-      try {
-        const x = tensor(xv, c.x, c.dtype), w = tensor(wv, c.w, c.dtype).requireGrad();
-        const y = conv2d(x, w, c.bias ? tensor(bv, [c.w[0]], c.dtype) : null, c.opts);
-        backward(y, { grad: tensor(round(randArray(y.size, 77)), [...y.shape], c.dtype) });
-        return [f32(await y.data()), f32(await w.grad!.data())];
-      } finally {
-        dev.maxBindingBytes = saved;
-      }
-    };
+    const run = (maxBinding?: number) => withBindingLimit(dev, maxBinding, async () => {
+      const x = tensor(xv, c.x, c.dtype), w = tensor(wv, c.w, c.dtype).requireGrad();
+      const y = conv2d(x, w, c.bias ? tensor(bv, [c.w[0]], c.dtype) : null, c.opts);
+      backward(y, { grad: tensor(round(randArray(y.size, 77)), [...y.shape], c.dtype) });
+      return [f32(await y.data()), f32(await w.grad!.data())];
+    });
     const routed = await run();
     let direct: number[][];
     try { im2colOverride.enabled = false; direct = await run(); } finally { delete im2colOverride.enabled; }

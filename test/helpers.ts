@@ -124,3 +124,10 @@ export function repoRoot(): string {
 
 /** The shared reference folder beside the checkout (../shared), present for developers and CI. */
 export const SHARED_DIR = resolve(repoRoot(), '..', 'shared');
+
+/** Runs fn with dev.maxBindingBytes lowered to `limit` (unchanged when undefined), restoring it after. */
+export async function withBindingLimit<T>(dev: Device, limit: number | undefined, fn: () => Promise<T>): Promise<T> {
+  const saved = dev.maxBindingBytes;
+  if (limit) dev.maxBindingBytes = limit;
+  try { return await fn(); } finally { dev.maxBindingBytes = saved; }
+}
