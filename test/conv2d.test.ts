@@ -386,7 +386,7 @@ s('1×1 convolutions as products (software adapters) give the direct kernels\' b
   }
 });
 
-s('im2col route (software adapters) gives the direct kernels\' bits: fwd and dw; stride, dilation, asymmetric padding, f16 with bias, sample chunks', async () => {
+s('im2col route (software adapters) gives the direct kernels\' bits: fwd, dw and (1×1) dx; stride, dilation, asymmetric padding, f16 with bias, sample chunks', async () => {
   const f32 = (d: ArrayLike<number>) => Array.from(new Uint32Array(Float32Array.from(d).buffer));
   const cases: { x: number[]; w: number[]; bias: boolean; dtype: DType; opts: Conv2dOptions }[] = [
     { x: [3, 5, 9, 8], w: [7, 5, 3, 3], bias: true, dtype: 'f32', opts: { stride: 2, padding: 1 } },
@@ -400,14 +400,15 @@ s('im2col route (software adapters) gives the direct kernels\' bits: fwd and dw;
     const geo = conv2dGeometry(c.x, c.w, c.opts, 'test');
     if (kernelFamilyOverride.family === undefined && dev.adapterName.match(/llvmpipe|lavapipe/)) {
       assert.ok(im2colApplies('fwd', geo, dev, c.dtype) && im2colApplies('dw', geo, dev, c.dtype), `route of [${c.x}] * [${c.w}]`);
+      assert.is(im2colApplies('dx', geo, dev, c.dtype), c.w[2] === 1 && c.w[3] === 1, `dx route of [${c.x}] * [${c.w}]`);
     }
     const round = (v: Float64Array) => (c.dtype === 'f16' ? v.map(roundToF16) : v);
     const xv = round(randArray(sizeOf(c.x), seed++)), wv = round(randArray(sizeOf(c.w), seed++)), bv = round(randArray(c.w[0], seed++));
     const run = (maxBinding?: number) => withBindingLimit(dev, maxBinding, async () => {
-      const x = tensor(xv, c.x, c.dtype), w = tensor(wv, c.w, c.dtype).requireGrad();
+      const x = tensor(xv, c.x, c.dtype).requireGrad(), w = tensor(wv, c.w, c.dtype).requireGrad();
       const y = conv2d(x, w, c.bias ? tensor(bv, [c.w[0]], c.dtype) : null, c.opts);
       backward(y, { grad: tensor(round(randArray(y.size, 77)), [...y.shape], c.dtype) });
-      return [f32(await y.data()), f32(await w.grad!.data())];
+      return [f32(await y.data()), f32(await w.grad!.data()), f32(await x.grad!.data())];
     });
     const routed = await run();
     let direct: number[][];
@@ -415,12 +416,14 @@ s('im2col route (software adapters) gives the direct kernels\' bits: fwd and dw;
     const what = `[${c.x}] * [${c.w}] ${c.dtype}${c.bias ? ' bias' : ''} ${JSON.stringify(c.opts)}`;
     assert.equal(routed[0], direct[0], `forward ${what}`);
     assert.equal(routed[1], direct[1], `dw ${what}`);
+    assert.equal(routed[2], direct[2], `dx ${what}`); // the product form for small 1×1 maps, else direct
     // A binding limit under two samples' columns: the forward runs in chunks of samples.
     const K = c.w[1] * c.w[2] * c.w[3], P = geo.OH * geo.OW;
     const limit = Math.max(K * P, c.w[0] * K, c.x[1] * c.x[2] * c.x[3]) * 4 + dev.limits.minStorageBufferOffsetAlignment + 8;
     if (2 * K * P * 4 > limit - dev.limits.minStorageBufferOffsetAlignment - 4) {
       const chunked = await run(limit);
       assert.equal(chunked[0], routed[0], `chunked forward ${what}`);
+      assert.equal(chunked[2], routed[2], `chunked dx ${what}`);
     }
   }
 });

@@ -8,6 +8,7 @@
 //        Y[co, (s, p)] = W[co, k] · cols, then out[s, co, p] = Y[co, (s, p)] (+ bias[co]).
 //   dw:  colsᵀ[(s, oy, ox), k] likewise, g'[co, (s, p)] = g[s, co, p];
 //        dw[co, k] = g' · colsᵀ, a sum over (s, oy, ox) in order.
+//   dx (1×1 stride 1 only, where it needs no col2im): dx'[c, (s, p)] = Wᵀ · g', then the layout.
 //
 // The samples run along the product's columns (fwd) or its k (dw), so a 4×4 map fills the tiles
 // as well as a 32×32 one. Operands are f32 whatever the dtype (an f16 value is exact in f32), and
@@ -45,13 +46,18 @@ const f32Copy = (t: Tensor) => ({ name: 'copy', inTypes: [t.dtype], outType: 'f3
  * budget or (dw) the whole batch's do (dw has no chunked form: its sum runs over every sample).
  */
 export function im2colApplies(mode: 'fwd' | 'dx' | 'dw', geo: Conv2dGeometry, dev: Device, dtype: DType): boolean {
-  if (mode === 'dx' || im2colOverride.enabled === false || kernelFamily(dev) !== 'software') return false;
+  if (im2colOverride.enabled === false || kernelFamily(dev) !== 'software') return false;
   const { N, C, CO, G, KH, KW, OH, OW } = geo;
   if (G !== 1 || N === 0 || C === 0 || CO === 0 || OH * OW === 0) return false;
   const K = C * KH * KW, b = budget(dev);
   const fits = (elems: number, bytes = 4) => elems * bytes <= b;
   const xs = C * geo.H * geo.W, xb = bytesOf(dtype);
   if (!fits(CO * K)) return false;
+  if (mode === 'dx') {
+    // Only 1×1 stride-1 unpadded convolutions: their input gradient is Wᵀ · g, no col2im.
+    if (KH !== 1 || KW !== 1 || geo.SH !== 1 || geo.SW !== 1 || geo.PT || geo.PB || geo.PL || geo.PR) return false;
+    return fits(CO * OH * OW) && fits(C * OH * OW);
+  }
   return mode === 'fwd' ? fits(K * OH * OW) && fits(xs, xb) : fits(K * N * OH * OW) && fits(CO * N * OH * OW) && fits(N * xs, xb);
 }
 
@@ -111,6 +117,41 @@ export function runIm2colForward(geo: Conv2dGeometry, inputs: (Tensor | null)[],
   }
 }
 
+/** g's samples [s0, s0 + n) as an f32 [Cout, n·OH·OW] matrix (the samples along the columns). */
+function gradientMatrix(g: Tensor, geo: Conv2dGeometry, s0: number, n: number, temps: Tensor[], label: string): Tensor {
+  const { CO, OH, OW } = geo, P = OH * OW;
+  const gm = new Tensor(g.device, [CO, n * P], 'f32');
+  temps.push(gm);
+  runMap(f32Copy(g), [CO, n, P], [{ t: g, strides: [P, CO * P, 1], offset: s0 * CO * P }], { t: gm, strides: [n * P, P, 1] }, [0, 0], `${label} (gradient as [Cout, N·OH·OW])`);
+  return gm;
+}
+
+/**
+ * Records the input gradient of a 1×1 stride-1 convolution (im2colApplies('dx')): dx[s, c, p] =
+ * Σ_co W[co, c]·g[s, co, p], a sum over co in order as in the direct kernel, as one product per
+ * chunk of samples with the samples along its columns (small maps fill the tiles).
+ */
+export function runIm2colInputGrad(geo: Conv2dGeometry, g: Tensor, w: Tensor, dx: Tensor, label: string): void {
+  const { N, C, CO, OH, OW } = geo;
+  const P = OH * OW;
+  const per = Math.max(1, Math.min(N, Math.floor(budget(dx.device) / (Math.max(C, CO) * P * 4))));
+  const temps: Tensor[] = [];
+  try {
+    const wm = weightMatrix(w, geo, temps);
+    for (let s0 = 0; s0 < N; s0 += per) {
+      const n = Math.min(per, N - s0);
+      const gm = gradientMatrix(g, geo, s0, n, temps, label);
+      const Y = new Tensor(dx.device, [C, n * P], 'f32');
+      temps.push(Y);
+      matmulInto(wm, gm, Y, { transA: true }, label);
+      runMap({ name: 'copy', inTypes: ['f32'], outType: dx.dtype, ctype: 'f32', expr: 'a' },
+        [n, C, P], [{ t: Y, strides: [P, n * P, 1] }], { t: dx, strides: [C * P, P, 1], offset: s0 * C * P }, [0, 0], `${label} (input gradient layout)`);
+    }
+  } finally {
+    for (const t of temps) t.dispose();
+  }
+}
+
 /** Records the weight gradient into dw (f32 [Cout, Cin, KH, KW]) from g and x (whole batch). */
 export function runIm2colWeightGrad(geo: Conv2dGeometry, g: Tensor, x: Tensor, dw: Tensor, label: string): void {
   const { N, C, CO, KH, KW, OH, OW } = geo;
@@ -118,11 +159,9 @@ export function runIm2colWeightGrad(geo: Conv2dGeometry, g: Tensor, x: Tensor, d
   const temps: Tensor[] = [];
   try {
     const colsT = new Tensor(dw.device, [N * P, K], 'f32');
-    const gm = new Tensor(dw.device, [CO, N * P], 'f32');
-    temps.push(colsT, gm);
+    temps.push(colsT);
     im2col('colsT', x, geo, 0, N, colsT, label);
-    runMap(f32Copy(g), [CO, N, P], [{ t: g, strides: [P, CO * P, 1] }], { t: gm, strides: [N * P, P, 1] }, [0, 0], `${label} (gradient as [Cout, N·OH·OW])`);
-    matmulInto(gm, colsT, dw, {}, label);
+    matmulInto(gradientMatrix(g, geo, 0, N, temps, label), colsT, dw, {}, label);
   } finally {
     for (const t of temps) t.dispose();
   }

@@ -18,7 +18,7 @@ import { CONV_SHARED_BYTES, CONV_THREADS, CONV_TILE, ConvMode, convKey, convLayo
 import { convRbKey, convRbTile, convRbWGSL } from '../../kernels/conv2d-rb.js';
 import { convBlockColumns, kernelFamily, softwareSubgroupSize } from '../kernel-family.js';
 import { planBands } from './conv2d-bands.js';
-import { im2colApplies, runIm2colForward, runIm2colWeightGrad } from './conv2d-im2col.js';
+import { im2colApplies, runIm2colForward, runIm2colInputGrad, runIm2colWeightGrad } from './conv2d-im2col.js';
 import { pointwiseApplies, runPointwise } from './conv2d-pointwise.js';
 import { runWinograd, runWinogradWeightGrad, winogradApplies } from './conv2d-winograd.js';
 import { cast } from './elementwise.js';
@@ -266,6 +266,7 @@ function runConv(mode: ConvMode, geo: Conv2dGeometry, inputs: (Tensor | null)[],
   }
   if (!carry && im2colApplies(mode, geo, dev, inputs[0]!.dtype)) {
     if (mode === 'dw') runIm2colWeightGrad(geo, inputs[0]!, inputs[1]!, out, label);
+    else if (mode === 'dx') runIm2colInputGrad(geo, inputs[0]!, inputs[1]!, out, label);
     else runIm2colForward(geo, inputs, out, label);
     return;
   }
