@@ -83,6 +83,11 @@ export class Device {
   private readonly ownsGPU: boolean;
   /** Runs `work`, which awaits a GPU promise, the way this device waits (DeviceOptions.waitFor). */
   readonly waitFor: <T>(work: () => Promise<T>) => Promise<T>;
+  /**
+   * The adapter's subgroup size when subgroups are enabled and the size is fixed (min = max); else
+   * null. Read once: kernel selection asks on every matmul and convolution.
+   */
+  readonly subgroupSize: number | null;
 
   private constructor(readonly gpu: GPUDevice, opts: DeviceOptions, owns: boolean) {
     this.ownsGPU = owns;
@@ -92,6 +97,9 @@ export class Device {
     this.maxBindingBytes = Math.min(opts.maxBindingBytes ?? Infinity, gpu.limits.maxStorageBufferBindingSize);
     this.dispatchesPerSubmit = opts.dispatchesPerSubmit ?? 256;
     this.waitFor = opts.waitFor ?? ((work) => work());
+    const info = (gpu as unknown as { adapterInfo?: { subgroupMinSize?: number; subgroupMaxSize?: number } }).adapterInfo;
+    const min = info?.subgroupMinSize, max = info?.subgroupMaxSize;
+    this.subgroupSize = this.features.has('subgroups') && typeof min === 'number' && min > 0 && min === max ? min : null;
     this.pool = new BufferPool((bytes) => this.createStorageBuffer(bytes));
     this.arena = gpu.createBuffer({ label: 'uniform arena', size: ARENA_BYTES, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
     gpu.addEventListener('uncapturederror', (ev) => {
@@ -129,13 +137,6 @@ export class Device {
 
   get hasF16(): boolean { return this.features.has('shader-f16'); }
   get hasSubgroups(): boolean { return this.features.has('subgroups'); }
-  /** The adapter's subgroup size when subgroups are enabled and the size is fixed (min = max); else null. */
-  get subgroupSize(): number | null {
-    if (!this.hasSubgroups) return null;
-    const info = (this.gpu as unknown as { adapterInfo?: { subgroupMinSize?: number; subgroupMaxSize?: number } }).adapterInfo;
-    const min = info?.subgroupMinSize, max = info?.subgroupMaxSize;
-    return typeof min === 'number' && min > 0 && min === max ? min : null;
-  }
   get hasSubgroupMatrix(): boolean { return this.features.has('chromium-experimental-subgroup-matrix'); }
   get hasTimestamps(): boolean { return this.features.has('timestamp-query'); }
 

@@ -22,6 +22,8 @@ import { concat, reshape, slice } from './movement.js';
 import { softmax } from './softmax.js';
 
 const SCORES_BUDGET = 64 << 20;
+/** Bytes of scores one chunk of heads may hold. */
+const scoresBudget = (dev: Device) => Math.min(SCORES_BUDGET, dev.maxBindingBytes);
 
 function envChoice(): boolean | undefined {
   const v = typeof process !== 'undefined' ? process.env?.DDPO_ATTENTION_PRODUCTS : undefined;
@@ -39,7 +41,7 @@ function envChoice(): boolean | undefined {
 export function attentionProductsApply(dev: Device, dtype: Tensor['dtype'], hasMask: boolean, Lq: number, Lk: number, D: number, Dv: number, rowsDmax: number, force?: boolean): boolean {
   const choice = force ?? envChoice();
   if (choice === false || dtype !== 'f32' || hasMask) return false;
-  if (Lq === 0 || Lk === 0 || D === 0 || Dv === 0 || Lq * Lk * 4 > Math.min(SCORES_BUDGET, dev.maxBindingBytes)) return false;
+  if (Lq === 0 || Lk === 0 || D === 0 || Dv === 0 || Lq * Lk * 4 > scoresBudget(dev)) return false;
   if (choice === true) return true;
   // Measured on lavapipe (bench/attention.ts): 4² self-attention (16×16 scores) 1.9× faster as
   // products forward + backward, 2² cross-attention (4×16) 1.1× slower; 256×256 ×40 5-9× faster.
@@ -50,7 +52,7 @@ export function attentionProductsApply(dev: Device, dtype: Tensor['dtype'], hasM
 export function attentionProducts(q: Tensor, k: Tensor, v: Tensor, lead: number[], scale: number): Tensor {
   const Lq = q.shape[q.rank - 2], D = q.shape[q.rank - 1], Lk = k.shape[k.rank - 2], Dv = v.shape[v.rank - 1];
   const N = sizeOf(lead);
-  const per = Math.max(1, Math.floor(Math.min(SCORES_BUDGET, q.device.maxBindingBytes) / (Lq * Lk * 4)));
+  const per = Math.max(1, Math.floor(scoresBudget(q.device) / (Lq * Lk * 4)));
   const q3 = reshape(q, [N, Lq, D]), k3 = reshape(k, [N, Lk, D]), v3 = reshape(v, [N, Lk, Dv]);
   const temps: Tensor[] = [q3, k3, v3];
   const outs: Tensor[] = [];

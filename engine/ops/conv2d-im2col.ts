@@ -1,4 +1,4 @@
-// conv2d forward and weight gradient as one matmul over an im2col copy, on software adapters, for
+// conv2d forward and weight gradient (and a 1×1 input gradient) as one matmul over an im2col copy, on software adapters, for
 // the convolutions the faster special cases leave (strided, dilated, padded beyond Winograd's
 // reach, small 1×1 maps, f16 with a bias): the matmul kernels (kernels/matmul-rb.ts) read their
 // operands four at a time and share rows by subgroup broadcast, where the direct kernels
@@ -42,8 +42,9 @@ function budget(dev: Device): number {
 const f32Copy = (t: Tensor) => ({ name: 'copy', inTypes: [t.dtype], outType: 'f32' as const, ctype: 'f32' as const, expr: 'a' });
 
 /**
- * Whether this pass runs here: software family, one group, and (fwd) one sample's columns fit the
- * budget or (dw) the whole batch's do (dw has no chunked form: its sum runs over every sample).
+ * Whether this pass runs here: software family, one group, and (fwd, dx) one sample's columns fit
+ * the budget or (dw) the whole batch's do (dw has no chunked form: its sum runs over every
+ * sample); dx only for 1×1 stride-1 unpadded convolutions.
  */
 export function im2colApplies(mode: 'fwd' | 'dx' | 'dw', geo: Conv2dGeometry, dev: Device, dtype: DType): boolean {
   if (im2colOverride.enabled === false || kernelFamily(dev) !== 'software') return false;
@@ -89,6 +90,16 @@ function weightMatrix(w: Tensor, geo: Conv2dGeometry, temps: Tensor[]): Tensor {
   return m;
 }
 
+/**
+ * out[s0 + s, ch, p] = dtype(Y(s, ch, p) (+ bias[ch])) over [n, channels, P], Y read through
+ * yStrides: the only rounding to the output dtype, after the bias as in the direct kernel.
+ */
+export function storeConvOutput(Y: Tensor, yStrides: readonly number[], bias: Tensor | null, out: Tensor, n: number, channels: number, P: number, s0: number, label: string): void {
+  const read = [{ t: Y, strides: yStrides }, ...(bias ? [{ t: bias, strides: [0, 1, 0] }] : [])];
+  runMap({ name: bias ? 'add' : 'copy', inTypes: read.map((r) => r.t.dtype), outType: out.dtype, ctype: 'f32', expr: bias ? 'a + b' : 'a' },
+    [n, channels, P], read, { t: out, strides: [channels * P, P, 1], offset: s0 * channels * P }, [0, 0], label);
+}
+
 /** Records the forward pass: inputs [x, w, bias | null], out [N, Cout, OH, OW]. */
 export function runIm2colForward(geo: Conv2dGeometry, inputs: (Tensor | null)[], out: Tensor, label: string): void {
   const [x, w, bias] = inputs as [Tensor, Tensor, Tensor | null];
@@ -106,10 +117,7 @@ export function runIm2colForward(geo: Conv2dGeometry, inputs: (Tensor | null)[],
       temps.push(cols, Y);
       im2col(OW % 4 === 0 ? 'cols4' : 'cols', x, geo, s0, n, cols, label);
       matmulInto(wm, cols, Y, {}, label);
-      // out[s, co, p] = Y[co, (s, p)] (+ bias[co]): the only rounding to the output dtype.
-      const read = [{ t: Y, strides: [P, n * P, 1] }, ...(bias ? [{ t: bias, strides: [0, 1, 0] }] : [])];
-      runMap({ name: bias ? 'add' : 'copy', inTypes: read.map((r) => r.t.dtype), outType: out.dtype, ctype: 'f32', expr: bias ? 'a + b' : 'a' },
-        [n, CO, P], read, { t: out, strides: [CO * P, P, 1], offset: s0 * CO * P }, [0, 0], `${label} (im2col output)`);
+      storeConvOutput(Y, [P, n * P, 1], bias, out, n, CO, P, s0, `${label} (im2col output)`); // Y is [co, (s, p)]
     }
   } finally {
     // Recorded work runs in order: the temporaries' buffers are reused only after it.
@@ -144,8 +152,7 @@ export function runIm2colInputGrad(geo: Conv2dGeometry, g: Tensor, w: Tensor, dx
       const Y = new Tensor(dx.device, [C, n * P], 'f32');
       temps.push(Y);
       matmulInto(wm, gm, Y, { transA: true }, label);
-      runMap({ name: 'copy', inTypes: ['f32'], outType: dx.dtype, ctype: 'f32', expr: 'a' },
-        [n, C, P], [{ t: Y, strides: [P, n * P, 1] }], { t: dx, strides: [C * P, P, 1], offset: s0 * C * P }, [0, 0], `${label} (input gradient layout)`);
+      storeConvOutput(Y, [P, n * P, 1], null, dx, n, C, P, s0, `${label} (input gradient layout)`);
     }
   } finally {
     for (const t of temps) t.dispose();

@@ -17,7 +17,7 @@ import { bytesOf } from '../dtype.js';
 import { kernelFamily } from '../kernel-family.js';
 import { Tensor, viewOf } from '../tensor.js';
 import { matmulInto } from './matmul.js';
-import { runMap } from './run-map.js';
+import { storeConvOutput } from './conv2d-im2col.js';
 import type { Conv2dGeometry } from './conv2d.js';
 
 /** Turns the matmul route off (`enabled: false`) so tests can compare it with the direct kernels. */
@@ -59,8 +59,7 @@ export function runPointwise(mode: 'fwd' | 'dx', geo: Conv2dGeometry, inputs: (T
     const prod = new Tensor(out.device, [N, CO, HW], out.dtype);
     views.push(prod);
     matmulInto(w2, src3, prod, {}, label);
-    runMap({ name: 'add', inTypes: [prod.dtype, bias.dtype], outType: out.dtype, ctype: 'f32', expr: 'a + b' }, [N, CO, HW],
-      [{ t: prod, strides: [CO * HW, HW, 1] }, { t: bias, strides: [0, 1, 0] }], { t: out, strides: [CO * HW, HW, 1] }, [0, 0], `${label} (bias)`);
+    storeConvOutput(prod, [CO * HW, HW, 1], bias, out, N, CO, HW, 0, `${label} (bias)`);
   } finally {
     // Recorded work runs in order: the temporaries' buffers are reused only after it.
     for (const t of views) t.dispose();

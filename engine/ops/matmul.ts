@@ -172,7 +172,8 @@ function runMatmul(a: Tensor, b: Tensor, out: Tensor, transA: boolean, transB: b
     throw new Error(`${label}: the ${variant.name} kernel needs ${variant.sharedBytes} bytes of workgroup memory and ${variant.threads} threads; this device allows ${dev.limits.maxComputeWorkgroupStorageSize} and ${dev.limits.maxComputeInvocationsPerWorkgroup}`);
   }
   const { M, N, K, batch } = d;
-  if (transB && b.rank >= 2 && variant.vec4B && matmulVec4BOverride.enabled !== false && N % 4 === 0 && M > 1) {
+  const vec4 = matmulVec4BOverride.enabled === false ? undefined : variant.vec4B;
+  if (transB && b.rank >= 2 && vec4 && N % 4 === 0 && M > 1) {
     // B is [..., N, K]: lay it out as [..., K, N] (a pass over B, against M passes over it in the
     // product) so that the vec4-B kernel reads it; same fmas in the same order, so same bits.
     const bt = relayLastTwo(b, label);
@@ -218,7 +219,7 @@ function runMatmul(a: Tensor, b: Tensor, out: Tensor, transA: boolean, transB: b
     const bshape = ch.shape.slice(0, r - 3);
     const [oa, ob, oc] = ch.operands;
     const m = ch.shape[r - 3];
-    const v = variant.vec4B && matmulVec4BOverride.enabled !== false && vec4BApplies(N, ob.strides[r - 2], ob.strides[r - 1], ob.offset, ob.strides.slice(0, r - 3)) ? variant.vec4B : variant;
+    const v = vec4 && vec4BApplies(N, ob.strides[r - 2], ob.strides[r - 1], ob.offset, ob.strides.slice(0, r - 3)) ? vec4 : variant;
     const gx = Math.ceil(N / v.tileN), gy = Math.ceil(m / v.tileM), gz = sizeOf(bshape);
     const base = {
       bshape: pad8(bshape), bsA: pad8(oa.strides.slice(0, r - 3)), bsB: pad8(ob.strides.slice(0, r - 3)), bsC: pad8(oc.strides.slice(0, r - 3)),

@@ -62,15 +62,21 @@ export function expand(x: Tensor, shape: readonly number[]): Tensor {
   return record('expand', [x], out, [], (g) => [g]); // backward() sums g back to x's shape
 }
 
+/** The contiguous copy of x with its axes reordered (out.shape[i] = x.shape[perm[i]]), not recorded. */
+function permuted(x: Tensor, perm: readonly number[], op: string): Tensor {
+  const src = contiguousStrides(x.shape);
+  const shape = perm.map((p) => x.shape[p]);
+  const out = new Tensor(x.device, shape, x.dtype);
+  copyStrided(op, shape, x, perm.map((p) => src[p]), 0, out, contiguousStrides(shape), 0);
+  return out;
+}
+
 /** Reorders axes: out.shape[i] = x.shape[perm[i]]. */
 export function permute(x: Tensor, perm: readonly number[]): Tensor {
   if (perm.length !== x.rank || [...perm].sort((a, b) => a - b).some((p, i) => p !== i)) {
     throw new Error(`permute: ${JSON.stringify(perm)} is not a permutation of the axes of ${x.describe()}`);
   }
-  const src = contiguousStrides(x.shape);
-  const shape = perm.map((p) => x.shape[p]);
-  const out = new Tensor(x.device, shape, x.dtype);
-  copyStrided('permute', shape, x, perm.map((p) => src[p]), 0, out, contiguousStrides(shape), 0);
+  const out = permuted(x, perm, 'permute');
   const inverse = new Array<number>(perm.length);
   perm.forEach((p, i) => { inverse[p] = i; });
   return record('permute', [x], out, [], (g) => [permute(g, inverse)]);
@@ -82,12 +88,8 @@ export function permute(x: Tensor, perm: readonly number[]): Tensor {
  * out along n four columns at a time).
  */
 export function relayLastTwo(x: Tensor, op: string): Tensor {
-  const src = contiguousStrides(x.shape), r = x.rank;
-  const perm = Array.from({ length: r }, (_, i) => (i === r - 2 ? r - 1 : i === r - 1 ? r - 2 : i));
-  const shape = perm.map((p) => x.shape[p]);
-  const out = new Tensor(x.device, shape, x.dtype);
-  copyStrided(op, shape, x, perm.map((p) => src[p]), 0, out, contiguousStrides(shape), 0);
-  return out;
+  const r = x.rank;
+  return permuted(x, Array.from({ length: r }, (_, i) => (i === r - 2 ? r - 1 : i === r - 1 ? r - 2 : i)), op);
 }
 
 /** Swaps two axes (default: the last two). */
